@@ -1,5 +1,8 @@
-//! The broker: the partition log storage engine, the server and the controller.
+//! The broker: the partition log storage engine ([`log`]); the server and the controller
+//! arrive with later work.
 //!
-//! Empty for now: the storage engine arrives next.
+//! `unsafe` is denied everywhere but in `log/index.rs`, which memory-maps index files.
 
 #![deny(unsafe_code)]
+
+pub mod log;

@@ -1,0 +1,192 @@
+//! [`SharedLog`]: one [`PartitionLog`] shared between threads, with group commit.
+//!
+//! Appends take the write lock only to write into the page cache. Making data durable is
+//! separate: [`SharedLog::flush_to`] lets one thread at a time run fsync *outside* the log's
+//! lock, while later appends keep landing; whoever waits next finds its data covered by that
+//! fsync or runs the next one, which covers everyone who arrived meanwhile. So concurrent
+//! writers share fsyncs (group commit), and under load each fsync covers many appends.
+//!
+//! Reads take the read lock only to locate their bytes; the bytes are read after it is
+//! released. Two watermarks are published for waiters: the log end (for long-poll fetches)
+//! and the flushed offset (for acknowledgements after fsync).
+//!
+//! The blocking methods do file I/O: call them from a blocking context (for example
+//! `tokio::task::spawn_blocking`), never directly on an async runtime's worker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use mq_protocol::Offset;
+use tokio::sync::watch;
+
+use super::config::FlushPolicy;
+use super::error::{LogError, LogResult};
+use super::partition_log::{AppendInfo, PartitionLog};
+
+/// A partition log shared between threads.
+#[derive(Debug)]
+pub struct SharedLog {
+    /// The log; appends and other mutations take the write lock, reads the read lock.
+    log: RwLock<PartitionLog>,
+    /// Held by the one thread running an fsync, so that fsyncs do not pile up.
+    flush_lock: Mutex<()>,
+    /// Everything below this offset is durable.
+    flushed: watch::Sender<Offset>,
+    /// The log end offset: records below it can be read.
+    log_end: watch::Sender<Offset>,
+    /// The log's flush policy, copied out of its config.
+    flush_policy: FlushPolicy,
+    /// Flush jobs run so far (each one fsync of the unflushed files): with the number of
+    /// appends, it shows how well group commit shares fsyncs.
+    flush_count: AtomicU64,
+}
+
+impl SharedLog {
+    /// Shares `log`.
+    pub fn new(log: PartitionLog) -> SharedLog {
+        let flushed = watch::Sender::new(log.recovery_point());
+        let log_end = watch::Sender::new(log.log_end());
+        let flush_policy = log.config().flush;
+        SharedLog {
+            log: RwLock::new(log),
+            flush_lock: Mutex::new(()),
+            flushed,
+            log_end,
+            flush_policy,
+            flush_count: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends batches (see [`PartitionLog::append`]) and, under [`FlushPolicy::Always`],
+    /// returns only once they are durable. Blocking.
+    pub fn append(&self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
+        let info = self.lock_write()?.append(batches, now)?;
+        self.log_end
+            .send_if_modified(|log_end| advance(log_end, info.log_end));
+        if self.flush_policy == FlushPolicy::Always {
+            self.flush_to(info.log_end)?;
+        }
+        Ok(info)
+    }
+
+    /// Returns once everything below `offset` is durable, running an fsync if no other
+    /// thread's covers it. Blocking.
+    pub fn flush_to(&self, offset: Offset) -> LogResult<()> {
+        if *self.flushed.borrow() >= offset {
+            return Ok(());
+        }
+        let _flushing = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Whoever held the lock before us may have covered our offset already.
+        if *self.flushed.borrow() >= offset {
+            return Ok(());
+        }
+        let job = self.lock_read()?.flush_job()?;
+        let result = job.sync();
+        self.flush_count.fetch_add(1, Ordering::Relaxed);
+        let recovery_point = {
+            let mut log = self.lock_write()?;
+            log.complete_flush(&job, result)?;
+            log.recovery_point()
+        };
+        self.flushed
+            .send_if_modified(|flushed| advance(flushed, recovery_point));
+        Ok(())
+    }
+
+    /// Reads whole batches from `from` (see [`PartitionLog::read`]), holding the lock only to
+    /// locate them. Blocking.
+    pub fn read(&self, from: Offset, max_bytes: u64) -> LogResult<Bytes> {
+        let plan = self.lock_read()?.plan_read(from, max_bytes)?;
+        match plan {
+            Some(plan) => plan.execute(),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// The current log end offset.
+    pub fn log_end(&self) -> Offset {
+        *self.log_end.borrow()
+    }
+
+    /// Everything below this offset is durable.
+    pub fn flushed(&self) -> Offset {
+        *self.flushed.borrow()
+    }
+
+    /// How many flush jobs (fsync rounds) have run.
+    pub fn flush_count(&self) -> u64 {
+        self.flush_count.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that sees the log end offset change (long-poll fetches wait on it).
+    pub fn subscribe_log_end(&self) -> watch::Receiver<Offset> {
+        self.log_end.subscribe()
+    }
+
+    /// A receiver that sees the flushed offset change.
+    pub fn subscribe_flushed(&self) -> watch::Receiver<Offset> {
+        self.flushed.subscribe()
+    }
+
+    /// Runs `f` with shared access to the log (for queries).
+    pub fn with_log<T>(&self, f: impl FnOnce(&PartitionLog) -> T) -> LogResult<T> {
+        Ok(f(&*self.lock_read()?))
+    }
+
+    /// Runs `f` with exclusive access to the log (retention, truncation, checkpoints), then
+    /// republishes the watermarks, which `f` may have moved either way.
+    pub fn with_log_mut<T>(&self, f: impl FnOnce(&mut PartitionLog) -> T) -> LogResult<T> {
+        let mut log = self.lock_write()?;
+        let result = f(&mut log);
+        let (log_end, recovery_point) = (log.log_end(), log.recovery_point());
+        drop(log);
+        self.log_end
+            .send_if_modified(|current| replace(current, log_end));
+        self.flushed
+            .send_if_modified(|current| replace(current, recovery_point));
+        Ok(result)
+    }
+
+    /// Closes the log cleanly (see [`PartitionLog::close`]).
+    pub fn close(self) -> LogResult<()> {
+        self.log
+            .into_inner()
+            .map_err(|poisoned| LogError::Offline {
+                path: poisoned.into_inner().dir().to_path_buf(),
+            })?
+            .close()
+    }
+
+    fn lock_read(&self) -> LogResult<RwLockReadGuard<'_, PartitionLog>> {
+        // A panic while the log was locked means its state may be half-changed: refuse it.
+        self.log.read().map_err(|poisoned| LogError::Offline {
+            path: poisoned.get_ref().dir().to_path_buf(),
+        })
+    }
+
+    fn lock_write(&self) -> LogResult<RwLockWriteGuard<'_, PartitionLog>> {
+        self.log.write().map_err(|poisoned| LogError::Offline {
+            path: poisoned.get_ref().dir().to_path_buf(),
+        })
+    }
+}
+
+fn advance(current: &mut Offset, to: Offset) -> bool {
+    if to > *current {
+        *current = to;
+        true
+    } else {
+        false
+    }
+}
+
+fn replace(current: &mut Offset, to: Offset) -> bool {
+    let changed = *current != to;
+    *current = to;
+    changed
+}

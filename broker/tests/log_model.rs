@@ -67,6 +67,8 @@ fn config() -> LogConfig {
         retention: None,
         retention_bytes: Some(6000),
         flush: FlushPolicy::Never,
+        // Tiny, so that reads keep evicting and reopening sealed segments.
+        open_sealed_segments_max: 2,
         ..LogConfig::default()
     }
 }

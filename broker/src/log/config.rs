@@ -35,6 +35,9 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// When appends are fsynced.
     pub flush: FlushPolicy,
+    /// How many sealed segments may have their files open at once; others are reopened
+    /// when read. Bounds the descriptors a log holds however many segments it has.
+    pub open_sealed_segments_max: usize,
 }
 
 impl Default for LogConfig {
@@ -48,6 +51,7 @@ impl Default for LogConfig {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_bytes: None,
             flush: FlushPolicy::Always,
+            open_sealed_segments_max: 8,
         }
     }
 }
@@ -80,6 +84,9 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 {
             return Err(ConfigError("index_interval_bytes must be positive"));
+        }
+        if self.open_sealed_segments_max == 0 {
+            return Err(ConfigError("open_sealed_segments_max must be positive"));
         }
         if self.segment_age.is_zero() {
             return Err(ConfigError("segment_age must be positive"));

@@ -34,10 +34,8 @@ pub(crate) const TIME_ENTRY_BYTES: usize = 12;
 /// A mapped file of `N`-byte entries, of which the first `len` are valid.
 #[derive(Debug)]
 struct MappedEntries<const N: usize> {
-    /// Where the file lives, for errors and trimming.
+    /// Where the file lives, for reopening after a trim.
     path: PathBuf,
-    /// The file, kept open so that a writable map can be trimmed on seal.
-    file: File,
     /// The mapping, writable while the segment is active.
     map: Map,
     /// Entries in use.
@@ -46,15 +44,18 @@ struct MappedEntries<const N: usize> {
 
 #[derive(Debug)]
 enum Map {
+    /// A sealed index: the file is closed once mapped (a mapping needs no descriptor), so a
+    /// loaded sealed segment costs one descriptor, its `.log`, not three.
     ReadOnly(Mmap),
-    Writable(MmapMut),
+    /// An active index, with its file kept open for the trim on seal.
+    Writable(MmapMut, File),
 }
 
 impl Map {
     fn bytes(&self) -> &[u8] {
         match self {
             Map::ReadOnly(map) => map,
-            Map::Writable(map) => map,
+            Map::Writable(map, _) => map,
         }
     }
 }
@@ -84,12 +85,13 @@ impl<const N: usize> MappedEntries<N> {
         let len = usize::try_from(bytes / N as u64)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "index too large"))?;
         // SAFETY: the file lives in a partition directory that this process owns exclusively
-        // (the broker locks its data directory); nothing truncates or writes it while mapped,
-        // so the mapping stays valid and its bytes do not change under us.
+        // (the broker locks its data directory), and index files are rewritten or shrunk only
+        // by the log's single writer, which holds the log exclusively while no reader can be
+        // using an index (readers use indexes only under the log's shared lock; read plans
+        // carry the `.log` file, never an index). So the mapping stays valid while used.
         let map = unsafe { Mmap::map(&file)? };
         Ok(MappedEntries {
             path: path.to_path_buf(),
-            file,
             map: Map::ReadOnly(map),
             len,
         })
@@ -115,8 +117,7 @@ impl<const N: usize> MappedEntries<N> {
         let map = unsafe { MmapOptions::new().len(capacity * N).map_mut(&file)? };
         Ok(MappedEntries {
             path: path.to_path_buf(),
-            file,
-            map: Map::Writable(map),
+            map: Map::Writable(map, file),
             len,
         })
     }
@@ -139,7 +140,7 @@ impl<const N: usize> MappedEntries<N> {
     /// Appends an entry; `false` when the index is full or read-only.
     fn push(&mut self, entry: [u8; N]) -> bool {
         let len = self.len;
-        let Map::Writable(map) = &mut self.map else {
+        let Map::Writable(map, _) = &mut self.map else {
             return false;
         };
         let Some(target) = map.get_mut(len * N..(len + 1) * N) else {
@@ -156,17 +157,13 @@ impl<const N: usize> MappedEntries<N> {
 
     /// Trims the file to its entries and maps it read-only.
     fn seal(self) -> io::Result<Self> {
-        let MappedEntries {
-            path,
-            file,
-            map,
-            len,
-        } = self;
-        // The map must go before the file shrinks: touching a mapped page past the end of a
-        // file raises SIGBUS.
-        drop(map);
-        file.set_len((len * N) as u64)?;
-        drop(file);
+        let MappedEntries { path, map, len } = self;
+        if let Map::Writable(map, file) = map {
+            // The map must go before the file shrinks: touching a mapped page past the end
+            // of a file raises SIGBUS.
+            drop(map);
+            file.set_len((len * N) as u64)?;
+        }
         Self::open_read_only(&path)
     }
 

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Files, one type each:
-//! - `index.rs`: [`OffsetIndex`](index) and `TimeIndex`, memory-mapped; the only `unsafe`.
+//! - `index.rs`: `OffsetIndex` and `TimeIndex`, memory-mapped; the only `unsafe`.
 //! - `segment.rs`: `Segment`, one `.log` with its indexes; the batch scanner.
 //! - `partition_log.rs`: [`PartitionLog`], the ordered segments: append, read, roll, flush,
 //!   retention, truncation, close.

@@ -23,7 +23,7 @@ use super::config::LogConfig;
 use super::error::{LogError, LogResult};
 use super::recovery;
 use super::retention;
-use super::segment::{ReadPlan, Segment};
+use super::segment::{OpenSegments, ReadPlan, Segment, SegmentContext};
 
 /// What an append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub struct PartitionLog {
     dir: PathBuf,
     /// Settings.
     config: LogConfig,
+    /// Which sealed segments have their files open; bounds this log's descriptors.
+    open_segments: Arc<OpenSegments>,
     /// Segments by base offset; the last one is active.
     segments: BTreeMap<Offset, Segment>,
     /// The first readable offset.
@@ -117,7 +119,7 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     /// Opens the log in `dir`, creating the directory if needed, and recovers it if it was
-    /// not closed cleanly (see [`super::recovery`]).
+    /// not closed cleanly (see the `recovery` module).
     pub fn open(dir: &Path, config: LogConfig, now: SystemTime) -> LogResult<PartitionLog> {
         config.validate()?;
         if !dir.exists() {
@@ -126,10 +128,17 @@ impl PartitionLog {
                 checkpoint::sync_dir(parent)?;
             }
         }
-        let loaded = recovery::load(dir, &config, now)?;
+        let open_segments = OpenSegments::new(config.open_sealed_segments_max);
+        let context = SegmentContext {
+            config: &config,
+            open_segments: &open_segments,
+            now,
+        };
+        let loaded = recovery::load(dir, &context)?;
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
+            open_segments,
             segments: loaded.segments,
             log_start: loaded.log_start,
             log_end: loaded.log_end,
@@ -312,7 +321,7 @@ impl PartitionLog {
         }
         self.mark_dirty()?;
         self.active_mut().seal()?;
-        let segment = Segment::create(&self.dir, self.log_end, &self.config, now)?;
+        let segment = Segment::create(&self.dir, self.log_end, &self.context(now))?;
         tracing::info!(dir = %self.dir.display(), base_offset = %self.log_end, "rolled segment");
         self.segments.insert(self.log_end, segment);
         self.dir_changes += 1;
@@ -479,13 +488,17 @@ impl PartitionLog {
             }
         }
         self.dir_changes += 1;
-        let config = self.config.clone();
+        let context = SegmentContext {
+            config: &self.config,
+            open_segments: &self.open_segments,
+            now,
+        };
         let segment = self
             .segments
             .get_mut(&keep_base)
             .expect("the kept segment is in the map");
-        segment.reactivate(&config, now)?;
-        segment.truncate_to(offset, &config)?;
+        segment.reactivate(&context)?;
+        segment.truncate_to(offset, &self.config)?;
         self.log_end = segment
             .next_offset()
             .expect("a reactivated segment is active");
@@ -501,7 +514,7 @@ impl PartitionLog {
         }
         self.segments.insert(
             offset,
-            Segment::create(&self.dir, offset, &self.config, now)?,
+            Segment::create(&self.dir, offset, &self.context(now))?,
         );
         self.log_start = offset;
         self.log_end = offset;
@@ -558,6 +571,12 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// How many sealed segments have their files open.
+    #[cfg(test)]
+    pub(crate) fn open_sealed_segments(&self) -> usize {
+        self.open_segments.open_count()
+    }
+
     /// Sets the log start as retention would, without deleting anything (to test recovery).
     #[cfg(test)]
     pub(crate) fn with_test_log_start(&mut self, log_start: Offset) {
@@ -586,6 +605,14 @@ impl PartitionLog {
             self.roll(now)?;
         }
         Ok(())
+    }
+
+    fn context(&self, now: SystemTime) -> SegmentContext<'_> {
+        SegmentContext {
+            config: &self.config,
+            open_segments: &self.open_segments,
+            now,
+        }
     }
 
     fn mark_dirty(&mut self) -> LogResult<()> {

@@ -16,15 +16,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use mq_protocol::Offset;
 
 use super::checkpoint::{self, Checkpoint};
-use super::config::LogConfig;
 use super::error::{LogError, LogResult};
+use super::file_name::SegmentPaths;
 use super::file_name::{self, FileKind};
-use super::segment::Segment;
+use super::segment::{self, OpenSegments, Segment, SegmentContext};
 
 /// What opening a partition directory found.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ struct Listing {
 }
 
 /// Opens the log in `dir` (which exists).
-pub(crate) fn load(dir: &Path, config: &LogConfig, now: SystemTime) -> LogResult<Loaded> {
+pub(crate) fn load(dir: &Path, context: &SegmentContext<'_>) -> LogResult<Loaded> {
     let checkpoint = checkpoint::read(dir)?;
     let mut listing = list(dir)?;
     remove_orphan_indexes(dir, &listing)?;
@@ -66,7 +66,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now: SystemTime) -> LogResult
             log_start.max(checkpoint.recovery_point).max(clean_end)
         });
         let mut segments = BTreeMap::new();
-        segments.insert(start, Segment::create(dir, start, config, now)?);
+        segments.insert(start, Segment::create(dir, start, context)?);
         checkpoint::sync_dir(dir)?;
         return Ok(Loaded {
             segments,
@@ -78,9 +78,10 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now: SystemTime) -> LogResult
 
     if let Some(clean) = checkpoint.and_then(|checkpoint| checkpoint.clean) {
         if clean.active_segment_bytes == last_size && clean.log_end >= last_base {
-            match Segment::open_active(dir, last_base, last_size, clean.log_end, config, now) {
+            match Segment::open_active(dir, last_base, last_size, clean.log_end, context) {
                 Ok(active) => {
-                    let mut segments = lazy_segments(dir, &listing, last_base);
+                    let mut segments =
+                        lazy_segments(dir, &listing, last_base, context.open_segments);
                     segments.insert(last_base, active);
                     log_start = log_start.min(clean.log_end);
                     return Ok(Loaded {
@@ -98,14 +99,13 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now: SystemTime) -> LogResult
             tracing::warn!(dir = %dir.display(), "checkpoint does not match the files; recovering");
         }
     }
-    recover(dir, config, now, &listing, checkpoint, log_start)
+    recover(dir, context, &listing, checkpoint, log_start)
 }
 
 /// The unclean path: scan from the segment holding the recovery point.
 fn recover(
     dir: &Path,
-    config: &LogConfig,
-    now: SystemTime,
+    context: &SegmentContext<'_>,
     listing: &Listing,
     checkpoint: Option<Checkpoint>,
     log_start: Offset,
@@ -121,7 +121,7 @@ fn recover(
         .range(..=recovery_point)
         .next_back()
         .map_or(first_base, |(base, _)| *base);
-    let mut segments = lazy_segments(dir, listing, first_to_scan);
+    let mut segments = lazy_segments(dir, listing, first_to_scan, context.open_segments);
     let to_scan: Vec<Offset> = listing
         .logs
         .range(first_to_scan..)
@@ -134,11 +134,11 @@ fn recover(
             // After a cut, or after a gap in the offsets, nothing later can be kept: offsets
             // must stay dense.
             tracing::warn!(dir = %dir.display(), base_offset = %base, "deleting segment after the end of the recovered log");
-            Segment::lazy(dir, base, 0).delete()?;
+            segment::delete_files(&SegmentPaths::new(dir, base))?;
             stopped = true;
             continue;
         }
-        let recovered = Segment::recover(dir, base, config, now)?;
+        let recovered = Segment::recover(dir, base, context)?;
         if let Some(reason) = &recovered.reason {
             tracing::warn!(
                 path = %recovered.segment.paths().log.display(),
@@ -153,7 +153,7 @@ fn recover(
             .next_offset()
             .expect("recovered segments are active");
         segment
-            .file(config)?
+            .file(context.config)?
             .sync_data()
             .map_err(LogError::io(&segment.paths().log))?;
         if let Some((_, previous)) = segments.iter_mut().next_back() {
@@ -172,11 +172,16 @@ fn recover(
 }
 
 /// Sealed, lazily opened segments for every `.log` below `end`.
-fn lazy_segments(dir: &Path, listing: &Listing, end: Offset) -> BTreeMap<Offset, Segment> {
+fn lazy_segments(
+    dir: &Path,
+    listing: &Listing,
+    end: Offset,
+    open_segments: &Arc<OpenSegments>,
+) -> BTreeMap<Offset, Segment> {
     listing
         .logs
         .range(..end)
-        .map(|(&base, &size)| (base, Segment::lazy(dir, base, size)))
+        .map(|(&base, &size)| (base, Segment::lazy(dir, base, size, open_segments)))
         .collect()
 }
 
@@ -207,8 +212,7 @@ fn list(dir: &Path) -> LogResult<Listing> {
 fn remove_orphan_indexes(dir: &Path, listing: &Listing) -> LogResult<()> {
     for base in &listing.indexed {
         if !listing.logs.contains_key(base) {
-            // Deleting the segment's files skips the missing `.log`.
-            Segment::lazy(dir, *base, 0).delete()?;
+            segment::delete_files(&SegmentPaths::new(dir, *base))?;
         }
     }
     Ok(())
@@ -221,7 +225,7 @@ fn remove_below_log_start(dir: &Path, listing: &mut Listing, log_start: Offset) 
     for pair in bases.windows(2) {
         if pair[1] <= log_start {
             tracing::info!(dir = %dir.display(), base_offset = %pair[0], "deleting segment below the log start");
-            Segment::lazy(dir, pair[0], 0).delete()?;
+            segment::delete_files(&SegmentPaths::new(dir, pair[0]))?;
             listing.logs.remove(&pair[0]);
         }
     }

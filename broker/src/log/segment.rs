@@ -11,10 +11,11 @@
 //! Not thread-safe for writers: `append`, `seal` and `truncate_to` take `&mut self`; reads
 //! take `&self` and may run concurrently with each other.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -38,6 +39,74 @@ struct Parts {
     offset_index: OffsetIndex,
     /// The time index.
     time_index: TimeIndex,
+}
+
+/// The load slot of a sealed segment: its open files, once loaded.
+type Slot = Mutex<Option<Arc<Parts>>>;
+
+/// The sealed segments of one log whose files are open, in the order they were loaded. Past
+/// its capacity the earliest loaded is unloaded (its descriptor closed, its maps dropped; the
+/// next read reopens it), so that a log of thousands of segments does not hold thousands of
+/// descriptors. Readers in flight keep what they hold alive through their `Arc`s.
+#[derive(Debug)]
+pub(crate) struct OpenSegments {
+    /// How many sealed segments may be open at once.
+    capacity: usize,
+    /// The open ones, earliest loaded first.
+    loaded: Mutex<VecDeque<Arc<Slot>>>,
+}
+
+impl OpenSegments {
+    /// A registry for at most `capacity` (at least 1) open sealed segments.
+    pub(crate) fn new(capacity: usize) -> Arc<OpenSegments> {
+        Arc::new(OpenSegments {
+            capacity: capacity.max(1),
+            loaded: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Records that `slot` was just filled; unloads the earliest loaded slot if over capacity.
+    fn note_loaded(&self, slot: &Arc<Slot>) {
+        let evicted = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+            loaded.push_back(Arc::clone(slot));
+            if loaded.len() > self.capacity {
+                loaded.pop_front()
+            } else {
+                None
+            }
+        };
+        // Taken after the registry's lock is released: a loader holds its slot's lock while
+        // it takes the registry's, so the opposite order could deadlock.
+        if let Some(evicted) = evicted {
+            *evicted.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// How many sealed segments are open.
+    #[cfg(test)]
+    pub(crate) fn open_count(&self) -> usize {
+        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        loaded
+            .iter()
+            .filter(|slot| {
+                slot.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some()
+            })
+            .count()
+    }
+}
+
+/// What building a segment needs from its log.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentContext<'a> {
+    /// The log's settings.
+    pub(crate) config: &'a LogConfig,
+    /// The log's registry of open sealed segments.
+    pub(crate) open_segments: &'a Arc<OpenSegments>,
+    /// The current time, for the segment's age.
+    pub(crate) now: SystemTime,
 }
 
 /// What an active segment tracks to maintain its indexes.
@@ -112,8 +181,8 @@ enum State {
     },
     /// Immutable; files opened on first use.
     Sealed {
-        /// The opened files, once loaded.
-        parts: Mutex<Option<Arc<Parts>>>,
+        /// The opened files, once loaded; shared with the log's [`OpenSegments`].
+        parts: Arc<Slot>,
         /// The segment's max timestamp, once known.
         max_timestamp: OnceLock<i64>,
     },
@@ -130,6 +199,8 @@ pub(crate) struct Segment {
     size: u64,
     /// Active or sealed.
     state: State,
+    /// The log's registry of open sealed segments.
+    open_segments: Arc<OpenSegments>,
 }
 
 /// Where a read will take its bytes from; executed outside the log's lock.
@@ -195,9 +266,9 @@ impl Segment {
     pub(crate) fn create(
         dir: &std::path::Path,
         base_offset: Offset,
-        config: &LogConfig,
-        now: SystemTime,
+        context: &SegmentContext<'_>,
     ) -> LogResult<Segment> {
+        let config = context.config;
         let paths = SegmentPaths::new(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -219,21 +290,28 @@ impl Segment {
             state: State::Active {
                 parts,
                 tracking: Tracking::empty(base_offset),
-                created_at: now,
+                created_at: context.now,
             },
+            open_segments: Arc::clone(context.open_segments),
         })
     }
 
     /// A sealed segment whose files are opened only when first read.
-    pub(crate) fn lazy(dir: &std::path::Path, base_offset: Offset, size: u64) -> Segment {
+    pub(crate) fn lazy(
+        dir: &std::path::Path,
+        base_offset: Offset,
+        size: u64,
+        open_segments: &Arc<OpenSegments>,
+    ) -> Segment {
         Segment {
             base_offset,
             paths: SegmentPaths::new(dir, base_offset),
             size,
             state: State::Sealed {
-                parts: Mutex::new(None),
+                parts: Arc::new(Mutex::new(None)),
                 max_timestamp: OnceLock::new(),
             },
+            open_segments: Arc::clone(open_segments),
         }
     }
 
@@ -244,15 +322,15 @@ impl Segment {
         base_offset: Offset,
         size: u64,
         next_offset: Offset,
-        config: &LogConfig,
-        now: SystemTime,
+        context: &SegmentContext<'_>,
     ) -> LogResult<Segment> {
+        let config = context.config;
         let paths = SegmentPaths::new(dir, base_offset);
         let file = open_log_file(&paths, true)?;
         let created_at = file
             .metadata()
             .and_then(|metadata| metadata.created().or_else(|_| metadata.modified()))
-            .unwrap_or(now);
+            .unwrap_or(context.now);
         let reopened = OffsetIndex::open_writable(&paths.index, config.offset_index_capacity())
             .and_then(|offset_index| {
                 let time_index =
@@ -272,9 +350,8 @@ impl Segment {
                     base_offset,
                     Arc::new(file),
                     size,
-                    config,
                     Check::Headers,
-                    now,
+                    context,
                 )?;
                 return Ok(recovered.segment);
             }
@@ -288,6 +365,7 @@ impl Segment {
                 tracking: Tracking::empty(base_offset),
                 created_at,
             },
+            open_segments: Arc::clone(context.open_segments),
         };
         match segment.check_indexes() {
             Ok(()) => {
@@ -307,9 +385,8 @@ impl Segment {
                     base_offset,
                     parts.file,
                     size,
-                    config,
                     Check::Headers,
-                    now,
+                    context,
                 )?;
                 Ok(recovered.segment)
             }
@@ -322,8 +399,7 @@ impl Segment {
     pub(crate) fn recover(
         dir: &std::path::Path,
         base_offset: Offset,
-        config: &LogConfig,
-        now: SystemTime,
+        context: &SegmentContext<'_>,
     ) -> LogResult<Recovered> {
         let paths = SegmentPaths::new(dir, base_offset);
         let file = open_log_file(&paths, true)?;
@@ -333,9 +409,8 @@ impl Segment {
             base_offset,
             Arc::new(file),
             file_bytes,
-            config,
             Check::Full,
-            now,
+            context,
         )
     }
 
@@ -344,10 +419,10 @@ impl Segment {
         base_offset: Offset,
         file: Arc<File>,
         file_bytes: u64,
-        config: &LogConfig,
         check: Check,
-        now: SystemTime,
+        context: &SegmentContext<'_>,
     ) -> LogResult<Recovered> {
+        let config = context.config;
         let mut parts = Parts {
             file,
             offset_index: OffsetIndex::create(&paths.index, config.offset_index_capacity())
@@ -403,8 +478,9 @@ impl Segment {
                 state: State::Active {
                     parts,
                     tracking,
-                    created_at: now,
+                    created_at: context.now,
                 },
+                open_segments: Arc::clone(context.open_segments),
             },
             truncated_bytes,
             reason,
@@ -503,53 +579,38 @@ impl Segment {
     /// trims both indexes to their entries and maps them read-only.
     pub(crate) fn seal(&mut self) -> LogResult<()> {
         let placeholder = State::Sealed {
-            parts: Mutex::new(None),
+            parts: Arc::new(Mutex::new(None)),
             max_timestamp: OnceLock::new(),
         };
         let State::Active {
-            mut parts,
-            tracking,
-            ..
+            parts, tracking, ..
         } = std::mem::replace(&mut self.state, placeholder)
         else {
             return Ok(());
         };
-        if let Some(relative_offset) = tracking.last_batch_relative {
-            parts.time_index.maybe_append(TimeEntry {
-                timestamp: tracking.max_timestamp,
-                relative_offset,
-            });
-        }
-        let sealed = Parts {
-            file: parts.file,
-            offset_index: parts
-                .offset_index
-                .seal()
-                .map_err(LogError::io(&self.paths.index))?,
-            time_index: parts
-                .time_index
-                .seal()
-                .map_err(LogError::io(&self.paths.time_index))?,
-        };
+        let sealed = seal_parts(parts, &tracking, &self.paths)?;
         let max_timestamp = OnceLock::new();
         if tracking.last_batch_relative.is_some() {
             let _ = max_timestamp.set(tracking.max_timestamp);
         }
+        // A segment just sealed is likely still read (consumers near the tail): keep it open.
+        let slot = Arc::new(Mutex::new(Some(Arc::new(sealed))));
+        self.open_segments.note_loaded(&slot);
         self.state = State::Sealed {
-            parts: Mutex::new(Some(Arc::new(sealed))),
+            parts: slot,
             max_timestamp,
         };
         Ok(())
     }
 
     /// Reopens a sealed segment for appending (after a truncation made it the last one).
-    pub(crate) fn reactivate(&mut self, config: &LogConfig, now: SystemTime) -> LogResult<()> {
+    pub(crate) fn reactivate(&mut self, context: &SegmentContext<'_>) -> LogResult<()> {
         if self.is_active() {
             return Ok(());
         }
         // Drop our own mapping of the sealed files before remapping them writable.
         self.state = State::Sealed {
-            parts: Mutex::new(None),
+            parts: Arc::new(Mutex::new(None)),
             max_timestamp: OnceLock::new(),
         };
         let dir = self
@@ -566,9 +627,8 @@ impl Segment {
             self.base_offset,
             Arc::new(file),
             self.size,
-            config,
             Check::Headers,
-            now,
+            context,
         )?;
         *self = recovered.segment;
         Ok(())
@@ -767,14 +827,7 @@ impl Segment {
     /// Deletes the segment's files. Readers holding its file keep reading it until they drop it.
     pub(crate) fn delete(self) -> LogResult<()> {
         drop(self.state);
-        for path in [&self.paths.log, &self.paths.index, &self.paths.time_index] {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(LogError::io(path)(error)),
-            }
-        }
-        Ok(())
+        delete_files(&self.paths)
     }
 
     fn scan_headers(
@@ -805,17 +858,19 @@ impl Segment {
     }
 
     fn sealed_parts(&self, config: &LogConfig) -> LogResult<Arc<Parts>> {
-        let State::Sealed { parts, .. } = &self.state else {
+        let State::Sealed { parts: slot, .. } = &self.state else {
             panic!("sealed_parts of active segment {}", self.base_offset);
         };
-        let mut slot = parts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(loaded) = &*slot {
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(loaded) = &*guard {
             return Ok(Arc::clone(loaded));
         }
         let loaded = Arc::new(self.load_sealed(config)?);
-        *slot = Some(Arc::clone(&loaded));
+        *guard = Some(Arc::clone(&loaded));
+        // Release our slot before the registry may lock another one: no thread ever holds
+        // two slot locks, so loaders cannot deadlock.
+        drop(guard);
+        self.open_segments.note_loaded(slot);
         Ok(loaded)
     }
 
@@ -837,26 +892,26 @@ impl Segment {
             Err(error) => error.to_string(),
         };
         tracing::warn!(path = %self.paths.index.display(), problem, "rebuilding sealed segment's indexes");
+        let context = SegmentContext {
+            config,
+            open_segments: &self.open_segments,
+            now: SystemTime::now(),
+        };
         let recovered = Segment::rebuild(
             self.paths.clone(),
             self.base_offset,
             file,
             self.size,
-            config,
             Check::Headers,
-            SystemTime::now(),
+            &context,
         )?;
-        let mut segment = recovered.segment;
-        segment.seal()?;
-        let State::Sealed { parts, .. } = segment.state else {
-            unreachable!("just sealed");
+        let State::Active {
+            parts, tracking, ..
+        } = recovered.segment.state
+        else {
+            unreachable!("rebuild returns an active segment");
         };
-        let parts = parts
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        parts
-            .and_then(|parts| Arc::try_unwrap(parts).ok())
-            .ok_or_else(|| self.corrupt(0, "rebuilt segment lost its files"))
+        seal_parts(parts, &tracking, &self.paths)
     }
 
     fn check_indexes(&self) -> Result<(), &'static str> {
@@ -892,6 +947,28 @@ impl std::ops::Deref for PartsRef<'_> {
     }
 }
 
+/// Records the final time index entry (the segment's max timestamp), trims both indexes to
+/// their entries and maps them read-only.
+fn seal_parts(mut parts: Parts, tracking: &Tracking, paths: &SegmentPaths) -> LogResult<Parts> {
+    if let Some(relative_offset) = tracking.last_batch_relative {
+        parts.time_index.maybe_append(TimeEntry {
+            timestamp: tracking.max_timestamp,
+            relative_offset,
+        });
+    }
+    Ok(Parts {
+        file: parts.file,
+        offset_index: parts
+            .offset_index
+            .seal()
+            .map_err(LogError::io(&paths.index))?,
+        time_index: parts
+            .time_index
+            .seal()
+            .map_err(LogError::io(&paths.time_index))?,
+    })
+}
+
 fn check_parts(parts: &Parts, size: u64) -> Result<(), &'static str> {
     parts.offset_index.check(size)?;
     parts.time_index.check()?;
@@ -921,6 +998,18 @@ fn relative_offset(base_offset: Offset, offset: i64) -> LogResult<u32> {
         .and_then(|offset| offset.0.checked_sub(base_offset.0))
         .and_then(|relative| u32::try_from(relative).ok())
         .ok_or(LogError::OffsetOverflow)
+}
+
+/// Deletes a segment's files; missing ones are fine.
+pub(crate) fn delete_files(paths: &SegmentPaths) -> LogResult<()> {
+    for path in [&paths.log, &paths.index, &paths.time_index] {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(LogError::io(path)(error)),
+        }
+    }
+    Ok(())
 }
 
 fn open_log_file(paths: &SegmentPaths, writable: bool) -> LogResult<File> {

@@ -264,6 +264,32 @@ fn invalid_appends_write_nothing() {
 }
 
 #[test]
+fn open_sealed_segments_stay_within_their_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        open_sealed_segments_max: 3,
+        ..small_segments()
+    };
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 150);
+    assert!(log.segment_count() > 10, "{} segments", log.segment_count());
+    assert!(log.open_sealed_segments() <= 3, "after rolls");
+    log.close().unwrap();
+    let log = open(dir.path(), &config);
+    assert_eq!(
+        log.open_sealed_segments(),
+        0,
+        "a clean open opens no sealed segment"
+    );
+    assert_every_offset_readable(&log);
+    assert!(
+        log.open_sealed_segments() <= 3,
+        "after reading every segment"
+    );
+    assert!(log.open_sealed_segments() > 0);
+}
+
+#[test]
 fn clean_reopen_reads_no_log_data() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments();
@@ -641,7 +667,7 @@ fn concurrent_durable_appends_share_fsyncs_and_keep_offsets_dense() {
         .collect();
     let mut bases: Vec<u64> = handles
         .into_iter()
-        .flat_map(|h| h.join().unwrap())
+        .flat_map(|handle| handle.join().unwrap())
         .collect();
     bases.sort_unstable();
     let expected: Vec<u64> = (0..threads * appends_each)
@@ -649,10 +675,10 @@ fn concurrent_durable_appends_share_fsyncs_and_keep_offsets_dense() {
         .collect();
     assert_eq!(bases, expected);
     assert!(shared.flush_count() <= (threads * appends_each) as u64);
-    eprintln!(
-        "{} appends, {} fsyncs",
-        threads * appends_each,
-        shared.flush_count()
+    tracing::info!(
+        appends = threads * appends_each,
+        fsyncs = shared.flush_count(),
+        "group commit"
     );
 }
 

@@ -11,13 +11,17 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod codec;
 pub mod error;
 pub mod limits;
 pub mod record;
+pub mod request;
+pub mod response;
 pub mod types;
 pub mod varint;
+pub mod wire;
 
 pub use batch::{BatchHeader, Compression};
-pub use error::BatchError;
+pub use error::{BatchError, DecodeError, ErrorCode};
 pub use record::{records, BatchBuilder, Header, Record, RecordIter, RecordView};
 pub use types::Offset;

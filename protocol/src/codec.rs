@@ -58,14 +58,15 @@ impl Encoder<Bytes> for FrameCodec {
     type Error = DecodeError;
 
     fn encode(&mut self, frame: Bytes, target: &mut BytesMut) -> Result<(), DecodeError> {
-        if frame.len() > self.max_frame_bytes {
-            return Err(DecodeError::FrameTooLarge {
+        let length = u32::try_from(frame.len())
+            .ok()
+            .filter(|_| frame.len() <= self.max_frame_bytes)
+            .ok_or(DecodeError::FrameTooLarge {
                 length: frame.len() as u64,
                 limit: self.max_frame_bytes,
-            });
-        }
+            })?;
         target.reserve(LENGTH_BYTES + frame.len());
-        target.put_u32(frame.len() as u32);
+        target.put_u32(length);
         target.put_slice(&frame);
         Ok(())
     }

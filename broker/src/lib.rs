@@ -1,8 +1,13 @@
-//! The broker: the partition log storage engine ([`log`]); the server and the controller
-//! arrive with later work.
+//! The broker: the partition log storage engine ([`log`]), the log manager ([`manager`]), the
+//! topic registry ([`topics`]) and the TCP server ([`server`]). The binary is
+//! `src/bin/mq-broker.rs`; the controller arrives with cluster mode.
 //!
 //! `unsafe` is denied everywhere but in `log/index.rs`, which memory-maps index files.
 
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod log;
+pub mod manager;
+pub mod server;
+pub mod topics;

@@ -62,13 +62,26 @@ impl SharedLog {
     /// Appends batches (see [`PartitionLog::append`]) and, under [`FlushPolicy::Always`],
     /// returns only once they are durable. Blocking.
     pub fn append(&self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
-        let info = self.lock_write()?.append(batches, now)?;
-        self.log_end
-            .send_if_modified(|log_end| advance(log_end, info.log_end));
+        let info = self.append_unflushed(batches, now)?;
         if self.flush_policy == FlushPolicy::Always {
             self.flush_to(info.log_end)?;
         }
         Ok(info)
+    }
+
+    /// Appends batches and returns once they are written (in the page cache), whatever the
+    /// flush policy: for acknowledgements that do not promise durability (`acks=1`).
+    /// Blocking.
+    pub fn append_unflushed(&self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
+        let info = self.lock_write()?.append(batches, now)?;
+        self.log_end
+            .send_if_modified(|log_end| advance(log_end, info.log_end));
+        Ok(info)
+    }
+
+    /// The log's flush policy.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.flush_policy
     }
 
     /// Returns once everything below `offset` is durable, running an fsync if no other

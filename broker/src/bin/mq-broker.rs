@@ -1,0 +1,215 @@
+//! `mq-broker`: the broker process. Parses settings (TOML file, flags, `MQ_*` environment
+//! variables: a flag beats its variable, which beats the file, which beats the default),
+//! installs the log subscriber, binds the listener, and serves until SIGTERM or SIGINT.
+//!
+//! Prints `mq-broker listening on HOST:PORT` on stdout once it accepts connections, so that
+//! scripts and tests that asked for port 0 learn the port.
+
+#![allow(clippy::print_stdout)] // The one line on stdout is the bound address, for scripts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use mq_broker::config::{BrokerConfig, Role};
+use mq_broker::server::{self, Broker};
+
+/// The mq broker: a Kafka-style commit-log message broker.
+///
+/// With no arguments it runs a complete single-node system: listening on 127.0.0.1:9700,
+/// storing data in ./data.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mq-broker",
+    version,
+    after_help = "Examples:\n  mq-broker                                   # single node on 127.0.0.1:9700, data in ./data\n  mq-broker --listen 0.0.0.0:9700 --data-dir /var/lib/mq\n  mq-broker --config broker.toml --retention-ms 86400000\n  MQ_DATA_DIR=/tmp/mq mq-broker\n\nEvery setting is also a TOML key (with underscores) and an MQ_ environment variable."
+)]
+struct Args {
+    /// A TOML file of settings (keys as the flags, with underscores).
+    #[arg(long, env = "MQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// combined (controller and broker: the default), controller, or broker.
+    #[arg(long, env = "MQ_ROLE")]
+    role: Option<String>,
+    /// This broker's id in the cluster.
+    #[arg(long, env = "MQ_NODE_ID")]
+    node_id: Option<i32>,
+    /// Address to listen on [default: 127.0.0.1:9700]; port 0 picks a free port.
+    #[arg(long, env = "MQ_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// host:port that clients are told to connect to [default: the listen address].
+    #[arg(long, env = "MQ_ADVERTISED_LISTENER")]
+    advertised_listener: Option<String>,
+    /// Where data lives [default: ./data].
+    #[arg(long, env = "MQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Connections served at once [default: 1024].
+    #[arg(long, env = "MQ_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Largest request frame accepted, in bytes [default: 67108864].
+    #[arg(long, env = "MQ_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Close connections idle this long [default: 600000].
+    #[arg(long, env = "MQ_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Requests processed at once per connection [default: 64].
+    #[arg(long, env = "MQ_MAX_IN_FLIGHT_REQUESTS")]
+    max_in_flight_requests: Option<usize>,
+    /// Create unknown topics when clients use them [default: false].
+    #[arg(long, env = "MQ_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// How often retention runs [default: 300000].
+    #[arg(long, env = "MQ_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// Default partitions of new topics [default: 1].
+    #[arg(long, env = "MQ_PARTITIONS")]
+    partitions: Option<i32>,
+    /// Default segment size of new topics [default: 1073741824].
+    #[arg(long, env = "MQ_SEGMENT_BYTES")]
+    segment_bytes: Option<u32>,
+    /// Default segment age of new topics [default: 604800000].
+    #[arg(long, env = "MQ_SEGMENT_MS")]
+    segment_ms: Option<u64>,
+    /// Default retention by age of new topics, -1 forever [default: 604800000].
+    #[arg(long, env = "MQ_RETENTION_MS", allow_negative_numbers = true)]
+    retention_ms: Option<i64>,
+    /// Default retention by size per partition, -1 unlimited [default: -1].
+    #[arg(long, env = "MQ_RETENTION_BYTES", allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
+    /// Default fsync policy: always (ack after fsync), interval, never [default: always].
+    #[arg(long, env = "MQ_FLUSH_POLICY")]
+    flush_policy: Option<String>,
+    /// Fsync interval of the interval policy [default: 1000].
+    #[arg(long, env = "MQ_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+    /// Largest record batch accepted per partition and request [default: 8388608].
+    #[arg(long, env = "MQ_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<u32>,
+}
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = settings(args)?;
+    if config.role != Role::Combined {
+        bail!(
+            "role {:?} needs cluster mode, which this version does not have yet; run with --role combined (the default)",
+            config.role
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+/// Merges the file, environment and flags into the settings.
+fn settings(args: Args) -> anyhow::Result<BrokerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?
+        }
+        None => BrokerConfig::default(),
+    };
+    if let Some(role) = args.role {
+        config.role = match role.as_str() {
+            "combined" => Role::Combined,
+            "controller" => Role::Controller,
+            "broker" => Role::Broker,
+            other => bail!("--role must be combined, controller or broker, not '{other}'"),
+        };
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(value) = args.$field { config.$field = value; })* };
+    }
+    set!(
+        node_id,
+        listen,
+        data_dir,
+        max_connections,
+        max_frame_bytes,
+        idle_timeout_ms
+    );
+    set!(
+        max_in_flight_requests,
+        auto_create_topics,
+        retention_check_interval_ms
+    );
+    if args.advertised_listener.is_some() {
+        config.advertised_listener = args.advertised_listener;
+    }
+    let topic = &mut config.topic_defaults;
+    macro_rules! set_topic {
+        ($($field:ident),*) => { $(if let Some(value) = args.$field { topic.$field = value; })* };
+    }
+    set_topic!(
+        partitions,
+        segment_bytes,
+        segment_ms,
+        retention_ms,
+        retention_bytes
+    );
+    set_topic!(flush_policy, flush_interval_ms, max_message_bytes);
+    config.validate().context("invalid settings")?;
+    Ok(config)
+}
+
+async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, bound))
+        .await
+        .context("opening the broker")?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    tracing::info!(address = %bound, node_id = broker.config.node_id, "listening");
+    println!("mq-broker listening on {bound}");
+    server::run(listener, Arc::new(broker), shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => tracing::info!("received SIGINT"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

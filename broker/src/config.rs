@@ -1,0 +1,288 @@
+//! Broker settings and topic settings.
+//!
+//! [`BrokerConfig`] is what `mq-broker` runs with: every key can come from the TOML file
+//! (`--config`), a flag, or an `MQ_`-prefixed environment variable (the binary merges them).
+//! [`TopicConfig`] holds one topic's log settings: the broker's defaults, overridden per topic
+//! by `key=value` pairs at creation (`retention_ms=3600000`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::{FlushPolicy, LogConfig};
+
+/// What a broker process does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Controller and broker in one process: a complete single-node system.
+    #[default]
+    Combined,
+    /// Only the controller (cluster mode).
+    Controller,
+    /// Only a broker, following a controller (cluster mode).
+    Broker,
+}
+
+/// Settings of a broker process. Field names are the TOML keys; flags are the same names
+/// with dashes, environment variables the same in upper case with an `MQ_` prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// What this process does.
+    pub role: Role,
+    /// This broker's id in the cluster.
+    pub node_id: i32,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The `host:port` clients are told to connect to; defaults to the bound address.
+    pub advertised_listener: Option<String>,
+    /// Where partition logs and topic metadata live.
+    pub data_dir: PathBuf,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The largest request frame accepted; a larger one closes its connection.
+    pub max_frame_bytes: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Requests of one connection processed at once; reading pauses beyond it.
+    pub max_in_flight_requests: usize,
+    /// Create a topic with the default settings when a client produces to it.
+    pub auto_create_topics: bool,
+    /// How often retention runs over every partition.
+    pub retention_check_interval_ms: u64,
+    /// Defaults of new topics.
+    #[serde(flatten)]
+    pub topic_defaults: TopicConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            role: Role::Combined,
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./data"),
+            max_connections: 1024,
+            max_frame_bytes: 64 * 1024 * 1024,
+            idle_timeout_ms: 10 * 60 * 1000,
+            max_in_flight_requests: 64,
+            auto_create_topics: false,
+            retention_check_interval_ms: 5 * 60 * 1000,
+            topic_defaults: TopicConfig::default(),
+        }
+    }
+}
+
+/// Why a setting is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    /// The setting.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("max_connections", "must be positive"));
+        }
+        if self.max_in_flight_requests == 0 {
+            return Err(ConfigError::new(
+                "max_in_flight_requests",
+                "must be positive",
+            ));
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > i32::MAX as usize {
+            return Err(ConfigError::new(
+                "max_frame_bytes",
+                "must be between 1 KiB and 2 GiB",
+            ));
+        }
+        if (self.topic_defaults.max_message_bytes as usize) > self.max_frame_bytes {
+            return Err(ConfigError::new(
+                "max_message_bytes",
+                "must not exceed max_frame_bytes",
+            ));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "retention_check_interval_ms",
+                "must be positive",
+            ));
+        }
+        self.topic_defaults.to_log_config().map(|_| ())
+    }
+}
+
+/// One topic's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Partitions of a topic created without a count.
+    pub partitions: i32,
+    /// Roll a segment at this size.
+    pub segment_bytes: u32,
+    /// Roll a segment at this age.
+    pub segment_ms: u64,
+    /// Delete segments whose newest record is older; -1 keeps forever.
+    pub retention_ms: i64,
+    /// Delete old segments while the partition is larger; -1 for no limit.
+    pub retention_bytes: i64,
+    /// `always` (ack after fsync), `interval` (fsync every `flush_interval_ms`) or `never`.
+    pub flush_policy: String,
+    /// The fsync interval of the `interval` policy.
+    pub flush_interval_ms: u64,
+    /// The largest record batch (or batches for one partition in one request) accepted.
+    pub max_message_bytes: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            flush_policy: "always".to_string(),
+            flush_interval_ms: 1000,
+            max_message_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl TopicConfig {
+    /// The keys a topic may set at creation.
+    pub const KEYS: [&'static str; 8] = [
+        "partitions",
+        "segment_bytes",
+        "segment_ms",
+        "retention_ms",
+        "retention_bytes",
+        "flush_policy",
+        "flush_interval_ms",
+        "max_message_bytes",
+    ];
+
+    /// Sets `key` from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+            value
+                .parse()
+                .map_err(|_| ConfigError::new(key, format!("'{value}' is not a valid number")))
+        }
+        match key {
+            "partitions" => self.partitions = number(key, value)?,
+            "segment_bytes" => self.segment_bytes = number(key, value)?,
+            "segment_ms" => self.segment_ms = number(key, value)?,
+            "retention_ms" => self.retention_ms = number(key, value)?,
+            "retention_bytes" => self.retention_bytes = number(key, value)?,
+            "flush_policy" => self.flush_policy = value.to_string(),
+            "flush_interval_ms" => self.flush_interval_ms = number(key, value)?,
+            "max_message_bytes" => self.max_message_bytes = number(key, value)?,
+            _ => {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "unknown topic setting (known: {})",
+                        TopicConfig::KEYS.join(", ")
+                    ),
+                ))
+            }
+        }
+        self.to_log_config().map(|_| ())
+    }
+
+    /// The partition log settings these topic settings mean.
+    pub fn to_log_config(&self) -> Result<LogConfig, ConfigError> {
+        let flush = match self.flush_policy.as_str() {
+            "always" => FlushPolicy::Always,
+            "never" => FlushPolicy::Never,
+            "interval" if self.flush_interval_ms > 0 => {
+                FlushPolicy::Interval(Duration::from_millis(self.flush_interval_ms))
+            }
+            "interval" => return Err(ConfigError::new("flush_interval_ms", "must be positive")),
+            other => {
+                return Err(ConfigError::new(
+                    "flush_policy",
+                    format!("'{other}' is not one of always, interval, never"),
+                ))
+            }
+        };
+        if self.partitions < 1 {
+            return Err(ConfigError::new("partitions", "must be at least 1"));
+        }
+        let config = LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_age: Duration::from_millis(self.segment_ms),
+            batch_bytes_max: self.max_message_bytes,
+            retention: u64::try_from(self.retention_ms)
+                .ok()
+                .map(Duration::from_millis),
+            retention_bytes: u64::try_from(self.retention_bytes).ok(),
+            flush,
+            ..LogConfig::default()
+        };
+        config
+            .validate()
+            .map_err(|error| ConfigError::new("topic config", error.0))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_parse_from_toml() {
+        assert_eq!(BrokerConfig::default().validate(), Ok(()));
+        let parsed: BrokerConfig = toml::from_str(
+            "node_id = 3\nlisten = \"127.0.0.1:9800\"\nretention_ms = 1000\nflush_policy = \"never\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.node_id, 3);
+        assert_eq!(parsed.listen.port(), 9800);
+        assert_eq!(parsed.topic_defaults.retention_ms, 1000);
+        assert_eq!(
+            parsed.topic_defaults.to_log_config().unwrap().flush,
+            FlushPolicy::Never
+        );
+        assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn topic_settings_are_checked() {
+        let mut config = TopicConfig::default();
+        config.set("retention_ms", "-1").unwrap();
+        assert_eq!(config.to_log_config().unwrap().retention, None);
+        config.set("flush_policy", "interval").unwrap();
+        assert!(matches!(
+            config.to_log_config().unwrap().flush,
+            FlushPolicy::Interval(_)
+        ));
+        assert!(config.set("flush_policy", "sometimes").is_err());
+        assert!(TopicConfig::default().set("retention_ms", "soon").is_err());
+        assert!(TopicConfig::default().set("colour", "blue").is_err());
+        assert!(
+            TopicConfig::default().set("segment_bytes", "10").is_err(),
+            "below the batch limit"
+        );
+    }
+}

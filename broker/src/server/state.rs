@@ -1,0 +1,381 @@
+//! [`Broker`]: the state every connection shares: settings, the topic registry, the log
+//! manager, and the shutdown signal. Admin operations (create, delete, grow topics) live here
+//! because they change the registry and the logs together.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+use mq_protocol::ErrorCode;
+use tokio::sync::{watch, Mutex};
+
+use crate::config::BrokerConfig;
+use crate::manager::{LogManager, TopicPartition};
+use crate::topics::{self, TopicRecord, TopicStore, PARTITIONS_MAX};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another process holds the data directory.
+    #[error("data directory {path} is in use by another broker (lock file {path}/.lock)")]
+    Locked {
+        /// The data directory.
+        path: String,
+    },
+    /// An I/O error on the data directory.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The topic registry could not be read.
+    #[error(transparent)]
+    Topics(#[from] topics::TopicStoreError),
+    /// A partition log could not be opened.
+    #[error("opening partition {partition}: {source}")]
+    Log {
+        /// The partition.
+        partition: String,
+        /// The error.
+        #[source]
+        source: crate::log::LogError,
+    },
+    /// A setting is unusable.
+    #[error("invalid setting {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// An admin operation's failure: a wire error code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    /// The code.
+    pub code: ErrorCode,
+    /// The message.
+    pub message: String,
+}
+
+impl AdminError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> AdminError {
+        AdminError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The topics, guarded together with their store so that admin operations are serialised.
+#[derive(Debug)]
+struct Topics {
+    /// The durable registry.
+    store: Arc<TopicStore>,
+    /// Every topic by name.
+    records: BTreeMap<String, TopicRecord>,
+}
+
+/// The state shared by every connection of one broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// Settings.
+    pub config: BrokerConfig,
+    /// The partition logs.
+    pub manager: Arc<LogManager>,
+    /// Topics; admin operations hold this lock for their whole duration.
+    topics: Mutex<Topics>,
+    /// The host clients are told to connect to.
+    pub advertised_host: String,
+    /// The port clients are told to connect to.
+    pub advertised_port: i32,
+    /// Turns true when the broker begins shutting down; long-polls return early.
+    shutdown: watch::Sender<bool>,
+    /// Held for the broker's life: the data directory's lock.
+    _lock: File,
+}
+
+impl Broker {
+    /// Opens the data directory (locking it), the topic registry and every partition log.
+    /// Blocking. `bound` is the address actually listened on (for an ephemeral port).
+    pub fn open(config: BrokerConfig, bound: std::net::SocketAddr) -> Result<Broker, StartError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        let io = |source| StartError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(io)?;
+        let lock = lock_data_dir(&data_dir)?;
+        let (store, records) = TopicStore::open(&data_dir)?;
+        let manager = Arc::new(LogManager::new(&data_dir));
+        for topic in &records {
+            let log_config = topic.config.to_log_config()?;
+            for partition in 0..topic.partitions {
+                let topic_partition = TopicPartition {
+                    topic: Arc::from(topic.name.as_str()),
+                    partition,
+                };
+                manager
+                    .open_partition(topic_partition.clone(), log_config.clone())
+                    .map_err(|source| StartError::Log {
+                        partition: topic_partition.to_string(),
+                        source,
+                    })?;
+            }
+        }
+        tracing::info!(topics = records.len(), partitions = manager.all().len(), data_dir = %data_dir.display(), "opened data directory");
+        let (advertised_host, advertised_port) = advertised(&config, bound);
+        Ok(Broker {
+            config,
+            manager,
+            topics: Mutex::new(Topics {
+                store: Arc::new(store),
+                records: records
+                    .into_iter()
+                    .map(|topic| (topic.name.clone(), topic))
+                    .collect(),
+            }),
+            advertised_host,
+            advertised_port,
+            shutdown: watch::Sender::new(false),
+            _lock: lock,
+        })
+    }
+
+    /// A receiver that turns true when the broker begins shutting down.
+    pub fn shutting_down(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection and long-poll that the broker is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Every topic, or the ones named.
+    pub async fn topics(&self) -> Vec<TopicRecord> {
+        self.topics.lock().await.records.values().cloned().collect()
+    }
+
+    /// One topic.
+    pub async fn topic(&self, name: &str) -> Option<TopicRecord> {
+        self.topics.lock().await.records.get(name).cloned()
+    }
+
+    /// Creates a topic: validates it, stores it durably, creates its partitions.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> Result<TopicRecord, AdminError> {
+        topics::validate_topic_name(name)
+            .map_err(|message| AdminError::new(ErrorCode::INVALID_TOPIC_EXCEPTION, message))?;
+        let mut config = self.config.topic_defaults.clone();
+        for (key, value) in configs {
+            config
+                .set(key, value)
+                .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
+        }
+        let partitions = if partitions == -1 {
+            config.partitions
+        } else {
+            partitions
+        };
+        check_partition_count(partitions)?;
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(AdminError::new(
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {replication_factor} is larger than the 1 available broker"
+                ),
+            ));
+        }
+        let log_config = config
+            .to_log_config()
+            .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
+        let mut topics = self.topics.lock().await;
+        if topics.records.contains_key(name) {
+            return Err(AdminError::new(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            partitions,
+            replication_factor: 1,
+            config,
+        };
+        // Logs first, then the registry: a crash in between leaves directories without a
+        // topic, which the next create of that name clears.
+        self.create_partitions(name, 0..partitions, &log_config)
+            .await?;
+        store_blocking(&topics.store, &record).await?;
+        topics.records.insert(name.to_string(), record.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(record)
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let mut topics = self.topics.lock().await;
+        let Some(record) = topics.records.get(name).cloned() else {
+            return Err(unknown_topic(name));
+        };
+        // Registry first: once the topic is gone from it, its directories are garbage.
+        remove_blocking(&topics.store, name).await?;
+        topics.records.remove(name);
+        let manager = Arc::clone(&self.manager);
+        let topic: Arc<str> = Arc::from(name);
+        let result = tokio::task::spawn_blocking(move || {
+            for partition in 0..record.partitions {
+                manager.delete_partition(&TopicPartition {
+                    topic: Arc::clone(&topic),
+                    partition,
+                })?;
+            }
+            Ok::<_, crate::log::LogError>(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(topic = name, %error, "deleting topic data failed"),
+            Err(error) => tracing::warn!(topic = name, %error, "deleting topic data panicked"),
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn add_partitions(&self, name: &str, count: i32) -> Result<(), AdminError> {
+        let mut topics = self.topics.lock().await;
+        let Some(mut record) = topics.records.get(name).cloned() else {
+            return Err(unknown_topic(name));
+        };
+        check_partition_count(count)?;
+        if count <= record.partitions {
+            return Err(AdminError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "topic '{name}' has {} partitions; the new count must be larger",
+                    record.partitions
+                ),
+            ));
+        }
+        let log_config = record
+            .config
+            .to_log_config()
+            .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
+        self.create_partitions(name, record.partitions..count, &log_config)
+            .await?;
+        record.partitions = count;
+        store_blocking(&topics.store, &record).await?;
+        topics.records.insert(name.to_string(), record);
+        tracing::info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+
+    async fn create_partitions(
+        &self,
+        name: &str,
+        range: std::ops::Range<i32>,
+        log_config: &crate::log::LogConfig,
+    ) -> Result<(), AdminError> {
+        let manager = Arc::clone(&self.manager);
+        let topic: Arc<str> = Arc::from(name);
+        let log_config = log_config.clone();
+        tokio::task::spawn_blocking(move || {
+            for partition in range {
+                manager.create_partition(
+                    TopicPartition {
+                        topic: Arc::clone(&topic),
+                        partition,
+                    },
+                    log_config.clone(),
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|error| AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))?
+        .map_err(|error: crate::log::LogError| {
+            AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, error.to_string())
+        })
+    }
+}
+
+/// An `UNKNOWN_TOPIC_OR_PARTITION` error for `name`.
+pub(super) fn unknown_topic(name: &str) -> AdminError {
+    AdminError::new(
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        format!("topic '{name}' does not exist"),
+    )
+}
+
+fn check_partition_count(partitions: i32) -> Result<(), AdminError> {
+    if !(1..=PARTITIONS_MAX).contains(&partitions) {
+        return Err(AdminError::new(
+            ErrorCode::INVALID_PARTITIONS,
+            format!("partition count {partitions} is outside 1..={PARTITIONS_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn store_blocking(store: &Arc<TopicStore>, record: &TopicRecord) -> Result<(), AdminError> {
+    let (store, record) = (Arc::clone(store), record.clone());
+    tokio::task::spawn_blocking(move || store.save(&record))
+        .await
+        .map_err(|error| AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))?
+        .map_err(|error| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, error.to_string()))
+}
+
+async fn remove_blocking(store: &Arc<TopicStore>, name: &str) -> Result<(), AdminError> {
+    let (store, name) = (Arc::clone(store), name.to_string());
+    tokio::task::spawn_blocking(move || store.remove(&name))
+        .await
+        .map_err(|error| AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))?
+        .map_err(|error| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, error.to_string()))
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
+    let path = data_dir.join(".lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StartError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked {
+            path: data_dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+fn advertised(config: &BrokerConfig, bound: std::net::SocketAddr) -> (String, i32) {
+    if let Some(listener) = &config.advertised_listener {
+        if let Some((host, port)) = listener.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                return (host.to_string(), port);
+            }
+        }
+    }
+    let host = if bound.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    (host, i32::from(bound.port()))
+}

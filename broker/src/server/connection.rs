@@ -1,6 +1,7 @@
 //! One client connection: reads frames, runs each request as its own task (so a long-poll
 //! fetch never holds up the others), and writes responses as they complete, matched by
-//! correlation id on the client side.
+//! correlation id on the client side. Produce requests are the exception: their appends run
+//! one at a time in arrival order, so that a producer's pipelined batches keep their order.
 //!
 //! Memory per connection is bounded: a frame is at most `max_frame_bytes` (refused before it
 //! is buffered), at most `max_in_flight_requests` requests run at once (reading pauses at the
@@ -13,14 +14,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mq_protocol::codec::{self, FrameCodec};
-use mq_protocol::request::{Request, RequestHeader};
-use mq_protocol::response::ResponseHeader;
+use mq_protocol::request::{ProduceRequest, Request, RequestHeader};
+use mq_protocol::response::{Response, ResponseHeader};
 use mq_protocol::wire::Reader;
 use mq_protocol::{DecodeError, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
 
 use super::dispatch;
@@ -35,6 +36,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     let (responses, queue) = mpsc::channel::<Bytes>(in_flight_max);
     let writer = tokio::spawn(write_responses(write_half, queue));
     let in_flight = Arc::new(Semaphore::new(in_flight_max));
+    let (produces, produce_queue) = mpsc::channel(in_flight_max);
+    let appender = tokio::spawn(append_in_order(
+        Arc::clone(&broker),
+        produce_queue,
+        responses.clone(),
+    ));
     let mut codec = FrameCodec::new(broker.config.max_frame_bytes);
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     let idle_timeout = Duration::from_millis(broker.config.idle_timeout_ms);
@@ -73,6 +80,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
             break;
         };
         match decode(frame) {
+            Ok((header, Request::Produce(request))) => {
+                // Appends in arrival order: see `append_in_order`.
+                if produces.send((header, request, permit)).await.is_err() {
+                    break;
+                }
+            }
             Ok((header, request)) => {
                 let broker = Arc::clone(&broker);
                 let responses = responses.clone();
@@ -116,10 +129,44 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
         }
     }
     // Let the requests in flight finish and be answered, then close.
+    drop(produces);
+    let _ = appender.await;
     let _ = in_flight.acquire_many(in_flight_max as u32).await;
     drop(responses);
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
+}
+
+/// A produce request queued for its connection's appender, with its in-flight permit.
+type QueuedProduce = (RequestHeader, ProduceRequest, OwnedSemaphorePermit);
+
+/// Appends the connection's produce requests one at a time, in arrival order, so that
+/// pipelined produces to a partition keep their order (as Kafka guarantees per connection).
+/// Each request's acknowledgement (which may wait for an fsync) then completes on its own
+/// task, so pipelined requests share fsyncs instead of waiting for one another's.
+async fn append_in_order(
+    broker: Arc<Broker>,
+    mut queue: mpsc::Receiver<QueuedProduce>,
+    responses: mpsc::Sender<Bytes>,
+) {
+    while let Some((header, request, permit)) = queue.recv().await {
+        let pending = dispatch::produce_append(&broker, request).await;
+        let responses = responses.clone();
+        tokio::spawn(async move {
+            if let Some(response) = dispatch::produce_complete(pending).await {
+                let header = ResponseHeader {
+                    correlation_id: header.correlation_id,
+                    error_code: ErrorCode::NONE,
+                    error_message: None,
+                };
+                let response = Response::Produce(response);
+                let _ = responses
+                    .send(codec::response_frame(&header, Some(&response)))
+                    .await;
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// A request refused before dispatch.

@@ -1,5 +1,8 @@
 //! Request handling: one function per API, from a decoded request to its response.
 //!
+//! Produce is split in two: [`produce_append`] (which a connection runs for one request at a
+//! time, in arrival order) and [`produce_complete`] (the wait for durability, concurrent).
+//!
 //! File work (appends, reads, fsyncs) runs on the blocking pool, never on a runtime worker.
 //! Produce acknowledges per `acks`: 0 never answers, 1 answers after the write, all (-1)
 //! answers after the fsync that covers it when the topic's flush policy is `always` (the
@@ -47,7 +50,10 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Res
         Request::CreatePartitions(request) => {
             Response::CreatePartitions(create_partitions(broker, request).await)
         }
-        Request::Produce(request) => return produce(broker, request).await.map(Response::Produce),
+        Request::Produce(request) => {
+            let pending = produce_append(broker, request).await;
+            return produce_complete(pending).await.map(Response::Produce);
+        }
         Request::Fetch(request) => Response::Fetch(fetch(broker, request).await),
         Request::ListOffsets(request) => Response::ListOffsets(list_offsets(broker, request).await),
     })
@@ -264,39 +270,91 @@ async fn lookup(
     Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message))
 }
 
-async fn produce(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ProduceResponse> {
+/// A produce request whose batches are appended and whose acknowledgement may still wait
+/// for durability.
+pub(crate) struct PendingProduce {
+    /// The request's acks.
+    acks: i16,
+    /// How long durability may take.
+    timeout: Duration,
+    /// Per topic, per partition: the outcome of the append.
+    topics: Vec<(String, Vec<(i32, PartitionAppend)>)>,
+}
+
+/// The outcome of appending to one partition.
+enum PartitionAppend {
+    /// Appended: the partition, the appended range's end, base offset and log start.
+    Written {
+        open: Arc<Partition>,
+        log_end: Offset,
+        base_offset: i64,
+        log_start: i64,
+    },
+    /// Refused.
+    Failed(ErrorCode, String),
+}
+
+/// Appends a produce request's batches, partition by partition, in request order. A
+/// connection runs this for one request at a time, in arrival order, so that pipelined
+/// produces to a partition land in the order they were sent.
+pub(crate) async fn produce_append(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+) -> PendingProduce {
     let acks = request.acks;
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for data in topic.partitions {
             let outcome = if (-1..=1).contains(&acks) {
-                produce_partition(
-                    broker,
-                    &topic.name,
-                    data.partition,
-                    data.records,
-                    acks,
-                    timeout,
-                )
-                .await
+                append_partition(broker, &topic.name, data.partition, data.records).await
             } else {
-                Err((
+                PartitionAppend::Failed(
                     ErrorCode::INVALID_REQUIRED_ACKS,
                     format!("acks {acks} is not 0, 1 or -1 (all)"),
-                ))
+                )
             };
-            partitions.push(match outcome {
-                Ok((base_offset, log_start)) => ProducePartitionResponse {
-                    partition: data.partition,
+            partitions.push((data.partition, outcome));
+        }
+        topics.push((topic.name, partitions));
+    }
+    PendingProduce {
+        acks,
+        timeout: Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0)),
+        topics,
+    }
+}
+
+/// Waits for durability where `acks=all` and the flush policy ask for it, then builds the
+/// response; `None` for `acks=0`. Runs concurrently with later requests: pipelined produces
+/// share their fsyncs (group commit).
+pub(crate) async fn produce_complete(pending: PendingProduce) -> Option<ProduceResponse> {
+    let deadline = tokio::time::Instant::now() + pending.timeout;
+    let mut topics = Vec::with_capacity(pending.topics.len());
+    for (name, partitions) in pending.topics {
+        let mut responses = Vec::with_capacity(partitions.len());
+        for (partition, outcome) in partitions {
+            let outcome = match outcome {
+                PartitionAppend::Written {
+                    open,
+                    log_end,
+                    base_offset,
+                    log_start,
+                } => wait_durable(pending.acks, open, log_end, deadline)
+                    .await
+                    .map(|()| (base_offset, log_start)),
+                PartitionAppend::Failed(code, message) => Err((code, message)),
+            };
+            responses.push(match outcome {
+                Ok((base_offset, log_start_offset)) => ProducePartitionResponse {
+                    partition,
                     error_code: ErrorCode::NONE,
                     error_message: None,
                     base_offset,
-                    log_start_offset: log_start,
+                    log_start_offset,
                 },
                 Err((error_code, message)) => ProducePartitionResponse {
-                    partition: data.partition,
+                    partition,
                     error_code,
                     error_message: Some(message),
                     base_offset: -1,
@@ -305,52 +363,64 @@ async fn produce(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Produc
             });
         }
         topics.push(ProduceTopicResponse {
-            name: topic.name,
-            partitions,
+            name,
+            partitions: responses,
         });
     }
-    (acks != 0).then_some(ProduceResponse { topics })
+    (pending.acks != 0).then_some(ProduceResponse { topics })
 }
 
-/// Appends to one partition; returns (base offset, log start offset).
-async fn produce_partition(
+async fn append_partition(
     broker: &Arc<Broker>,
     topic: &str,
     partition: i32,
     mut records: bytes::BytesMut,
-    acks: i16,
-    timeout: Duration,
-) -> Result<(i64, i64), (ErrorCode, String)> {
-    let open = lookup(broker, topic, partition, broker.config.auto_create_topics).await?;
-    let durable = acks == -1 && open.log.flush_policy() == FlushPolicy::Always;
-    let task = tokio::task::spawn_blocking(move || {
-        let info = open.log.append_unflushed(&mut records, SystemTime::now())?;
-        if durable {
-            open.log.flush_to(info.log_end)?;
-        }
-        let log_start = open.log.with_log(|log| log.log_start())?;
-        Ok::<_, LogError>((info.base_offset.to_wire(), log_start.to_wire()))
-    });
-    let joined = if durable {
-        match tokio::time::timeout(timeout, task).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                return Err((
-                    ErrorCode::REQUEST_TIMED_OUT,
-                    format!("not durable within {} ms", timeout.as_millis()),
-                ))
-            }
-        }
-    } else {
-        task.await
+) -> PartitionAppend {
+    let open = match lookup(broker, topic, partition, broker.config.auto_create_topics).await {
+        Ok(open) => open,
+        Err((code, message)) => return PartitionAppend::Failed(code, message),
     };
-    match joined {
-        Ok(Ok(offsets)) => Ok(offsets),
+    let appended = tokio::task::spawn_blocking(move || {
+        let info = open.log.append_unflushed(&mut records, SystemTime::now())?;
+        let log_start = open.log.with_log(|log| log.log_start())?;
+        Ok::<_, LogError>((open, info, log_start))
+    })
+    .await;
+    match appended {
+        Ok(Ok((open, info, log_start))) => PartitionAppend::Written {
+            open,
+            log_end: info.log_end,
+            base_offset: info.base_offset.to_wire(),
+            log_start: log_start.to_wire(),
+        },
         Ok(Err(error)) => {
             tracing::debug!(topic, partition, %error, "produce failed");
-            Err((log_error_code(&error), error.to_string()))
+            PartitionAppend::Failed(log_error_code(&error), error.to_string())
         }
-        Err(error) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string())),
+        Err(error) => PartitionAppend::Failed(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()),
+    }
+}
+
+/// With `acks=all` under the `always` policy, waits until the appended range is fsynced.
+async fn wait_durable(
+    acks: i16,
+    open: Arc<Partition>,
+    log_end: Offset,
+    deadline: tokio::time::Instant,
+) -> Result<(), (ErrorCode, String)> {
+    if acks != -1 || open.log.flush_policy() != FlushPolicy::Always || open.log.flushed() >= log_end
+    {
+        return Ok(());
+    }
+    let flush = tokio::task::spawn_blocking(move || open.log.flush_to(log_end));
+    match tokio::time::timeout_at(deadline, flush).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(error))) => Err((log_error_code(&error), error.to_string())),
+        Ok(Err(error)) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string())),
+        Err(_) => Err((
+            ErrorCode::REQUEST_TIMED_OUT,
+            "the write was not durable within the request's timeout".to_string(),
+        )),
     }
 }
 

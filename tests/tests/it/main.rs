@@ -1,6 +1,7 @@
-//! The integration tests, in one binary so that they link once.
-//!
-//! For now: the tidy checks. Tests that start real broker processes join them with the
-//! broker's server.
+//! The integration tests, in one binary so that they link once: tests against real
+//! `mq-broker` processes, and the tidy checks of the code base.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod raw_protocol;
 mod tidy;

@@ -1,0 +1,425 @@
+//! What a misbehaving or unlucky client can send a real broker process: each case gets a
+//! clear error code or a closed connection, and the broker keeps serving everyone else.
+//! Also the basic produce / fetch / long-poll behaviour on the wire, without the client.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use mq_protocol::batch;
+use mq_protocol::record::{BatchBuilder, Record};
+use mq_protocol::request::{
+    ApiKey, CreatableTopic, CreateTopicsRequest, FetchPartition, FetchRequest, FetchTopic,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, ProducePartition,
+    ProduceRequest, ProduceTopic, Request, RequestHeader,
+};
+use mq_protocol::response::Response;
+use mq_protocol::{codec, Compression, ErrorCode};
+use mq_tests::raw::RawConnection;
+use mq_tests::BrokerProcess;
+
+fn create_topic(connection: &mut RawConnection, name: &str, partitions: i32) -> ErrorCode {
+    let request = Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: -1,
+            configs: Vec::new(),
+        }],
+        timeout_ms: 5000,
+    });
+    match connection.call(1, &request) {
+        (_, Some(Response::CreateTopics(response))) => response.topics[0].error_code,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn batch_of(values: &[&str]) -> BytesMut {
+    let mut builder = BatchBuilder::new(Compression::None);
+    for value in values {
+        builder
+            .append(&Record::new(
+                1_700_000_000_000,
+                None,
+                Some(Bytes::from(value.to_string())),
+            ))
+            .unwrap();
+    }
+    BytesMut::from(&builder.seal(0).unwrap()[..])
+}
+
+fn produce(topic: &str, partition: i32, records: BytesMut, acks: i16) -> Request {
+    Request::Produce(ProduceRequest {
+        acks,
+        timeout_ms: 5000,
+        topics: vec![ProduceTopic {
+            name: topic.to_string(),
+            partitions: vec![ProducePartition {
+                partition,
+                leader_epoch: -1,
+                records,
+            }],
+        }],
+    })
+}
+
+fn produce_result(connection: &mut RawConnection, request: &Request) -> (ErrorCode, i64) {
+    match connection.call(2, request) {
+        (_, Some(Response::Produce(response))) => {
+            let partition = &response.topics[0].partitions[0];
+            (partition.error_code, partition.base_offset)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn fetch(topic: &str, offset: i64, max_wait_ms: i32) -> Request {
+    Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.to_string(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                current_leader_epoch: -1,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    })
+}
+
+#[test]
+fn api_versions_lists_every_api() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    let (header, body) = connection.call(7, &Request::ApiVersions);
+    assert_eq!(header.correlation_id, 7);
+    let Some(Response::ApiVersions(versions)) = body else {
+        panic!("no body");
+    };
+    for api_key in ApiKey::ALL {
+        assert!(
+            versions.apis.iter().any(|api| api.api_key == api_key),
+            "{api_key:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_apis_and_versions_get_errors_and_the_connection_stays_open() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    let mut unknown = BytesMut::new();
+    RequestHeader {
+        api_key: ApiKey(999),
+        api_version: 0,
+        correlation_id: 11,
+        client_id: None,
+    }
+    .encode(&mut unknown);
+    connection.send_frame(&unknown).unwrap();
+    let (header, _) = connection.read_response(ApiKey(999)).unwrap();
+    assert_eq!(
+        (header.correlation_id, header.error_code),
+        (11, ErrorCode::UNKNOWN_API)
+    );
+    let newer = RequestHeader {
+        api_key: ApiKey::API_VERSIONS,
+        api_version: 9,
+        correlation_id: 12,
+        client_id: None,
+    };
+    connection
+        .send_frame(&codec::request_frame(&newer, &Request::ApiVersions))
+        .unwrap();
+    let (header, _) = connection.read_response(ApiKey::API_VERSIONS).unwrap();
+    assert_eq!(header.error_code, ErrorCode::UNSUPPORTED_VERSION);
+    // Still usable.
+    let (header, body) = connection.call(13, &Request::ApiVersions);
+    assert_eq!((header.error_code, body.is_some()), (ErrorCode::NONE, true));
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let broker = BrokerProcess::start();
+    let mut bystander = RawConnection::connect(broker.address);
+    // A length prefix of 2 GiB: refused before anything is buffered.
+    let mut huge = RawConnection::connect(broker.address);
+    huge.send_bytes(&(1u32 << 31).to_be_bytes()).unwrap();
+    assert!(huge.is_closed_by_peer());
+    // A truncated body: the header is readable, so the client learns why.
+    let mut truncated = RawConnection::connect(broker.address);
+    let mut frame = BytesMut::new();
+    RequestHeader {
+        api_key: ApiKey::PRODUCE,
+        api_version: 0,
+        correlation_id: 21,
+        client_id: None,
+    }
+    .encode(&mut frame);
+    frame.extend_from_slice(&[0, 1, 0]); // acks, then half of timeout_ms
+    truncated.send_frame(&frame).unwrap();
+    let (header, _) = truncated.read_response(ApiKey::PRODUCE).unwrap();
+    assert_eq!(
+        (header.correlation_id, header.error_code),
+        (21, ErrorCode::INVALID_REQUEST)
+    );
+    assert!(truncated.is_closed_by_peer());
+    // Garbage: a frame whose header cannot be read.
+    let mut garbage = RawConnection::connect(broker.address);
+    garbage.send_frame(&[0xFF, 0xFE, 0xFD]).unwrap();
+    assert!(garbage.is_closed_by_peer());
+    // The broker still serves the first connection.
+    let (header, _) = bystander.call(1, &Request::ApiVersions);
+    assert_eq!(header.error_code, ErrorCode::NONE);
+    assert!(broker.log().contains("bad frame"));
+}
+
+#[test]
+fn topic_admin_errors_are_clear() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "orders", 2), ErrorCode::NONE);
+    assert_eq!(
+        create_topic(&mut connection, "orders", 2),
+        ErrorCode::TOPIC_ALREADY_EXISTS
+    );
+    assert_eq!(
+        create_topic(&mut connection, "bad/name", 1),
+        ErrorCode::INVALID_TOPIC_EXCEPTION
+    );
+    assert_eq!(
+        create_topic(&mut connection, "zero", 0),
+        ErrorCode::INVALID_PARTITIONS
+    );
+    let metadata = Request::Metadata(MetadataRequest {
+        topics: Some(vec!["orders".to_string(), "missing".to_string()]),
+    });
+    let (_, Some(Response::Metadata(response))) = connection.call(3, &metadata) else {
+        panic!("no metadata");
+    };
+    assert_eq!(response.topics.len(), 2);
+    let orders = response
+        .topics
+        .iter()
+        .find(|topic| topic.name == "orders")
+        .unwrap();
+    assert_eq!(orders.partitions.len(), 2);
+    assert_eq!(orders.partitions[0].leader, response.brokers[0].node_id);
+    let missing = response
+        .topics
+        .iter()
+        .find(|topic| topic.name == "missing")
+        .unwrap();
+    assert_eq!(missing.error_code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+}
+
+#[test]
+fn produce_errors_per_partition() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "t", 1), ErrorCode::NONE);
+    let missing = produce("absent", 0, batch_of(&["x"]), -1);
+    assert_eq!(
+        produce_result(&mut connection, &missing).0,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    let no_partition = produce("t", 5, batch_of(&["x"]), -1);
+    assert_eq!(
+        produce_result(&mut connection, &no_partition).0,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    let mut corrupt = batch_of(&["hello"]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01;
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, corrupt, -1)).0,
+        ErrorCode::CORRUPT_MESSAGE
+    );
+    // A header lying about its record count, with a CRC that matches the lie.
+    let mut lying = batch_of(&["a", "b"]);
+    lying[batch::field::RECORD_COUNT..][..4].copy_from_slice(&7i32.to_be_bytes());
+    let crc = batch::compute_crc(&lying);
+    lying[batch::field::CRC..][..4].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, lying, -1)).0,
+        ErrorCode::CORRUPT_MESSAGE
+    );
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, batch_of(&["x"]), 3)).0,
+        ErrorCode::INVALID_REQUIRED_ACKS
+    );
+    // None of that wrote anything: the first good batch gets offset 0.
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, batch_of(&["ok"]), -1)),
+        (ErrorCode::NONE, 0)
+    );
+}
+
+#[test]
+fn produce_fetch_and_list_offsets_on_the_wire() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "t", 1), ErrorCode::NONE);
+    let first = batch_of(&["a", "b", "c"]);
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, first.clone(), -1)),
+        (ErrorCode::NONE, 0)
+    );
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, batch_of(&["d"]), 1)),
+        (ErrorCode::NONE, 3)
+    );
+    // acks=0: no response at all; the next response is the next request's. Produces of one
+    // connection are appended in order, so once the next one is answered the first landed.
+    connection.send(40, &produce("t", 0, batch_of(&["e"]), 0));
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, batch_of(&["f"]), 1)),
+        (ErrorCode::NONE, 5)
+    );
+    let (header, Some(Response::Fetch(response))) = connection.call(41, &fetch("t", 1, 0)) else {
+        panic!("no fetch response");
+    };
+    assert_eq!(header.correlation_id, 41);
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(
+        (partition.error_code, partition.high_watermark),
+        (ErrorCode::NONE, 6)
+    );
+    // The first batch holds offset 1 and comes back as it was sent, with only the base
+    // offset (bytes 0..8) and the leader epoch (12..16) patched in.
+    let found: Vec<_> = batch::BatchIter::validating(&partition.records)
+        .map(|found| found.unwrap().header.base_offset)
+        .collect();
+    assert_eq!(found, vec![0, 3, 4, 5]);
+    assert_eq!(&partition.records[8..12], &first[8..12]);
+    assert_eq!(&partition.records[16..first.len()], &first[16..]);
+    let (_, Some(Response::Fetch(response))) = connection.call(42, &fetch("t", 99, 0)) else {
+        panic!("no fetch response");
+    };
+    assert_eq!(
+        response.topics[0].partitions[0].error_code,
+        ErrorCode::OFFSET_OUT_OF_RANGE
+    );
+    let list = |timestamp| {
+        Request::ListOffsets(ListOffsetsRequest {
+            topics: vec![ListOffsetsTopic {
+                name: "t".to_string(),
+                partitions: vec![ListOffsetsPartition {
+                    partition: 0,
+                    timestamp,
+                }],
+            }],
+        })
+    };
+    for (timestamp, expected) in [
+        (ListOffsetsPartition::EARLIEST, 0),
+        (ListOffsetsPartition::LATEST, 6),
+        (1_700_000_000_000, 0),
+        (1_800_000_000_000, -1),
+    ] {
+        let (_, Some(Response::ListOffsets(response))) = connection.call(43, &list(timestamp))
+        else {
+            panic!("no list offsets response");
+        };
+        assert_eq!(
+            response.topics[0].partitions[0].offset, expected,
+            "timestamp {timestamp}"
+        );
+    }
+}
+
+#[test]
+fn a_waiting_fetch_wakes_on_append_and_does_not_block_other_requests() {
+    // Goal: a long-poll fetch at the log end returns as soon as a record is appended, long
+    // before its max wait, and while it waits the same connection serves other requests.
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "t", 1), ErrorCode::NONE);
+    let started = Instant::now();
+    connection.send(50, &fetch("t", 0, 20_000));
+    // Same connection, while the fetch waits.
+    let (header, _) = connection.call(51, &Request::ApiVersions);
+    assert_eq!(
+        header.correlation_id, 51,
+        "answered before the waiting fetch"
+    );
+    let mut producer = RawConnection::connect(broker.address);
+    assert_eq!(
+        produce_result(&mut producer, &produce("t", 0, batch_of(&["wake"]), 1)).0,
+        ErrorCode::NONE
+    );
+    let (header, Some(Response::Fetch(response))) =
+        connection.read_response(ApiKey::FETCH).unwrap()
+    else {
+        panic!("no fetch response");
+    };
+    assert_eq!(header.correlation_id, 50);
+    assert!(!response.topics[0].partitions[0].records.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the fetch waited {:?}: it was not woken by the append",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn pipelined_produces_on_one_connection_keep_their_order() {
+    // Goal: many produce requests sent back to back without waiting (as a producer with
+    // several requests in flight does) are appended in the order sent, including with
+    // acks=all, where acknowledgements wait for fsyncs concurrently.
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "t", 1), ErrorCode::NONE);
+    let count = 200;
+    for index in 0..count {
+        let value = format!("{index}");
+        connection.send(
+            1000 + index,
+            &produce("t", 0, batch_of(&[value.as_str()]), -1),
+        );
+    }
+    let mut offsets = std::collections::HashMap::new();
+    for _ in 0..count {
+        let (header, Some(Response::Produce(response))) =
+            connection.read_response(ApiKey::PRODUCE).unwrap()
+        else {
+            panic!("no produce response");
+        };
+        let partition = &response.topics[0].partitions[0];
+        assert_eq!(partition.error_code, ErrorCode::NONE);
+        offsets.insert(header.correlation_id - 1000, partition.base_offset);
+    }
+    for index in 0..count {
+        assert_eq!(
+            offsets[&index],
+            i64::from(index),
+            "request {index} landed out of order"
+        );
+    }
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_data_survives() {
+    let mut broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "t", 1), ErrorCode::NONE);
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, batch_of(&["a", "b"]), -1)).1,
+        0
+    );
+    drop(connection);
+    assert!(broker.terminate().success());
+    assert!(
+        broker.log().contains("shut down cleanly"),
+        "{}",
+        broker.log()
+    );
+    broker.restart();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(
+        produce_result(&mut connection, &produce("t", 0, batch_of(&["c"]), -1)).1,
+        2
+    );
+}

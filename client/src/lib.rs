@@ -1,7 +1,95 @@
-//! The native async client of the broker: producer, consumer and admin.
+//! The native async client of the broker: producer, consumer and admin, on tokio.
 //!
-//! Not built yet: the wire protocol and the broker's server arrive with the single-node broker
-//! issue, and the client with them. Until then this crate only reserves its place in the
-//! workspace's layering (`client` depends on `protocol`, never on `broker`).
+//! ```text
+//! Producer ─┐                      ┌─ Connection (broker 1) ─ writer/reader tasks
+//! Consumer ─┼─ Client (metadata, ──┼─ Connection (broker 2)
+//! Admin ────┘   connection pool)   └─ ...
+//! ```
+//!
+//! A [`Client`] connects to bootstrap addresses, caches the cluster's metadata (brokers,
+//! partitions, leaders) and keeps one multiplexed [`Connection`] per broker. [`Producer`],
+//! [`Consumer`] and [`Admin`] are built on a client (clone it to share it) and route each
+//! partition's requests to its leader, refreshing metadata and retrying when a leader moves
+//! or a connection drops.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mq_client::{Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
+//!                 ProducerRecord};
+//!
+//! # async fn example() -> Result<(), mq_client::ClientError> {
+//! let client = Client::connect("127.0.0.1:9700", ClientConfig::default()).await?;
+//!
+//! let producer = Producer::new(client.clone(), ProducerConfig::default())?;
+//! let delivery = producer.send(ProducerRecord::new("events", "hello")).await?;
+//! let written = delivery.await?;
+//! producer.close().await;
+//!
+//! let mut consumer = Consumer::new(client, ConsumerConfig::default())?;
+//! consumer.assign([("events", written.partition)]);
+//! let records = consumer.poll(Duration::from_secs(1)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Delivery semantics
+//!
+//! [`Producer::send`] queues a record and returns a [`DeliveryFuture`]; the record is
+//! batched with others for the same partition and sent after [`ProducerConfig::linger`] or
+//! once the batch is full. What the future's success means depends on [`Acks`]:
+//!
+//! - [`Acks::None`] (`acks=0`): the request was written to the socket. The broker does not
+//!   answer, so nothing says it arrived; offsets are reported as -1. At-most-once.
+//! - [`Acks::Leader`] (`acks=1`): the partition's leader appended the batch to its log. A
+//!   crash before the data reaches the disk may lose it.
+//! - [`Acks::All`] (`acks=-1`, the default): the leader appended the batch and made it
+//!   durable (fsynced per the topic's flush policy; with replication, copied to the in-sync
+//!   replicas) before answering.
+//!
+//! Retriable failures (a connection lost, a leader moved, a request timed out) are retried
+//! after [`ProducerConfig::retry_backoff`] until [`ProducerConfig::delivery_timeout`] runs
+//! out; then the future fails with the last error. A retry after a response was lost may
+//! write a batch twice: with `acks` 1 or all, delivery is at-least-once (an idempotent
+//! producer will remove such duplicates later). Records sent to one partition are written
+//! in the order of their `send` calls, retries included: a partition has at most one batch in
+//! flight, and a batch to retry goes before any later one.
+//!
+//! On the consuming side, [`Consumer::poll`] returns each partition's records in offset
+//! order from the consumer's position. What the application does with them before moving on
+//! (and, once consumer groups arrive, when it commits) decides between at-most-once and
+//! at-least-once processing.
+//!
+//! # Errors
+//!
+//! Everything fails with [`ClientError`], whose variants carry the topic, partition, address
+//! or error code involved and whose messages read as one line
+//! (`topic 'orders' does not exist`).
 
 #![forbid(unsafe_code)]
+
+mod accumulator;
+pub mod admin;
+pub mod client;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+
+pub use admin::Admin;
+pub use client::{
+    Broker, Client, ClientConfig, Cluster, PartitionDescription, TopicDescription, TopicPartition,
+};
+pub use connection::{Connection, ConnectionConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use error::ClientError;
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+
+/// Byte buffers, as keys, values and header values are given and returned.
+pub use bytes::Bytes;
+/// The wire protocol and record format this client speaks, for callers that need its types
+/// ([`ErrorCode`], requests for [`Connection::request`]).
+pub use mq_protocol as protocol;
+pub use mq_protocol::{Compression, ErrorCode, Header};

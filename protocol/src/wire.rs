@@ -168,18 +168,20 @@ impl Reader {
     }
 }
 
-/// Writes a nullable string.
-///
-/// # Panics
-/// If the string is longer than `i16::MAX` bytes: callers validate lengths first (names are
-/// bounded by `limits`), so a longer one is a programming error.
+/// Writes a nullable string. A string longer than the format allows (`i16::MAX` bytes) is
+/// cut at the last character boundary that fits: names are validated far below that, so
+/// only free text (an error message quoting a client's input) can be that long, and a cut
+/// message beats a failed response.
 pub fn put_nullable_string(target: &mut BytesMut, value: Option<&str>) {
     match value {
         None => target.put_i16(-1),
         Some(value) => {
-            let length = i16::try_from(value.len()).expect("strings are validated to fit an i16");
-            target.put_i16(length);
-            target.put_slice(value.as_bytes());
+            let mut end = value.len().min(i16::MAX as usize);
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            target.put_i16(end as i16);
+            target.put_slice(&value.as_bytes()[..end]);
         }
     }
 }
@@ -252,6 +254,16 @@ mod tests {
         assert_eq!(reader.array(4, Reader::i32).unwrap(), vec![1, 2, 3]);
         assert_eq!(reader.nullable_array(4, Reader::i32).unwrap(), None);
         reader.finish().unwrap();
+    }
+
+    #[test]
+    fn over_long_strings_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(20_000); // 40,000 bytes
+        let mut buffer = BytesMut::new();
+        put_string(&mut buffer, &long);
+        let decoded = Reader::new(buffer).string().unwrap();
+        assert_eq!(decoded.len(), 32_766, "the last whole character that fits");
+        assert!(long.starts_with(&decoded));
     }
 
     #[test]

@@ -177,6 +177,19 @@ fn malformed_frames_close_only_their_connection() {
 }
 
 #[test]
+fn a_topic_name_of_maximum_length_gets_an_answer_not_a_crash() {
+    // The error message quotes the name; a name near the wire's string limit makes it longer
+    // than the limit, which must cut the message, not fail the response.
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    let name = "x".repeat(i16::MAX as usize);
+    let request = produce(&name, 0, batch_of(&["a"]), 1);
+    let (code, _) = produce_result(&mut connection, &request);
+    assert_eq!(code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+    assert!(!broker.log().contains("panicked"), "{}", broker.log());
+}
+
+#[test]
 fn topic_admin_errors_are_clear() {
     let broker = BrokerProcess::start();
     let mut connection = RawConnection::connect(broker.address);

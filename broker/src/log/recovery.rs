@@ -58,6 +58,11 @@ pub(crate) fn load(dir: &Path, context: &SegmentContext<'_>) -> LogResult<Loaded
         .or_else(|| listing.logs.keys().next().copied())
         .unwrap_or(Offset(0));
     remove_below_log_start(dir, &mut listing, log_start)?;
+    // Every readable offset must lie in a segment: if the oldest segments are gone (removed
+    // by hand), the log starts at the first one left. Reads and truncation rely on this.
+    if let Some(&first_base) = listing.logs.keys().next() {
+        log_start = log_start.max(first_base);
+    }
 
     let Some((&last_base, &last_size)) = listing.logs.iter().next_back() else {
         // No data at all: start where the log would continue, never reusing offsets.

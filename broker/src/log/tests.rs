@@ -489,6 +489,37 @@ fn leftovers_of_interrupted_work_are_cleaned_up() {
 }
 
 #[test]
+fn segments_removed_behind_the_logs_back_move_the_log_start_up() {
+    // The checkpoint says the log starts at 0, but the oldest segments' files are gone (an
+    // operator cleaned up by hand): the log must start at the first segment it has, so that
+    // reads below it are out of range and truncation below it restarts the log instead of
+    // looking for a segment that is not there.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 60);
+    let bases = log.segment_base_offsets();
+    log.close().unwrap();
+    for base in &bases[..2] {
+        for extension in ["log", "index", "timeindex"] {
+            fs::remove_file(dir.path().join(format!("{:020}.{extension}", base.0))).unwrap();
+        }
+    }
+    let mut log = open(dir.path(), &config);
+    assert_eq!(log.log_start(), bases[2]);
+    assert!(matches!(
+        log.read(Offset(0), 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_every_offset_readable(&log);
+    log.truncate_to(Offset(bases[2].0 - 1), now()).unwrap();
+    assert_eq!(
+        (log.log_start(), log.log_end()),
+        (Offset(bases[2].0 - 1), Offset(bases[2].0 - 1))
+    );
+}
+
+#[test]
 fn offset_for_timestamp_finds_the_first_batch_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments();

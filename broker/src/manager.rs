@@ -126,8 +126,8 @@ impl LogManager {
             .collect()
     }
 
-    /// Fsyncs the partitions whose `interval` policy is due, and checkpoints recovery points
-    /// of all partitions when `checkpoint` is set. Blocking; called by a background task.
+    /// Fsyncs the partitions whose `interval` policy is due, and, when `checkpoint` is set,
+    /// checkpoints the recovery points that moved. Blocking; called by a background task.
     pub fn flush_pass(&self, checkpoint: bool) {
         for (topic_partition, partition) in self.all() {
             if let FlushPolicy::Interval(interval) = partition.log.flush_policy() {
@@ -149,7 +149,9 @@ impl LogManager {
                 }
             }
             if checkpoint {
-                let result = partition.log.with_log_mut(|log| log.write_checkpoint());
+                let result = partition
+                    .log
+                    .with_log_mut(|log| log.checkpoint_if_changed());
                 if let Err(error) = result.and_then(|inner| inner) {
                     tracing::warn!(partition = %topic_partition, %error, "checkpoint failed");
                 }

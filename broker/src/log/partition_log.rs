@@ -104,9 +104,11 @@ pub struct PartitionLog {
     recovery_point: Offset,
     /// Written into every appended batch's header.
     leader_epoch: i32,
-    /// Whether the checkpoint on disk already says "not cleanly closed". It must, before
-    /// anything changes on disk, or a crash could pass for a clean shutdown.
-    marked_dirty: bool,
+    /// The log start and recovery point of the last checkpoint written since opening (which
+    /// says "not cleanly closed"); `None` while the checkpoint on disk still says "clean". It
+    /// must say "not clean" before anything changes on disk, or a crash could pass for a
+    /// clean shutdown.
+    checkpointed: Option<(Offset, Offset)>,
     /// Files created or deleted in the directory, counted; see `dir_synced`.
     dir_changes: u64,
     /// `dir_changes` as of the last directory fsync.
@@ -144,7 +146,7 @@ impl PartitionLog {
             log_end: loaded.log_end,
             recovery_point: loaded.log_end,
             leader_epoch: 0,
-            marked_dirty: false,
+            checkpointed: None,
             dir_changes: 0,
             dir_synced: 0,
             truncations: 0,
@@ -534,8 +536,21 @@ impl PartitionLog {
                 clean: None,
             },
         )?;
-        self.marked_dirty = true;
+        self.checkpointed = Some((self.log_start, self.recovery_point));
         Ok(())
+    }
+
+    /// Writes the checkpoint if the log start or recovery point moved since the last one; for
+    /// periodic checkpointing, which then costs nothing on idle logs. A log unchanged since a
+    /// clean open keeps its clean checkpoint.
+    pub fn checkpoint_if_changed(&mut self) -> LogResult<bool> {
+        match self.checkpointed {
+            Some(written) if written != (self.log_start, self.recovery_point) => {
+                self.write_checkpoint()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Flushes everything and records a clean shutdown, so that the next open reads no log
@@ -616,7 +631,7 @@ impl PartitionLog {
     }
 
     fn mark_dirty(&mut self) -> LogResult<()> {
-        if !self.marked_dirty {
+        if self.checkpointed.is_none() {
             self.write_checkpoint()?;
         }
         Ok(())

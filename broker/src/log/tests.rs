@@ -714,6 +714,35 @@ fn concurrent_durable_appends_share_fsyncs_and_keep_offsets_dense() {
 }
 
 #[test]
+fn periodic_checkpoints_write_only_what_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 3);
+    log.close().unwrap();
+    let mut log = open(dir.path(), &config);
+    assert!(
+        !log.checkpoint_if_changed().unwrap(),
+        "unchanged since a clean open"
+    );
+    fill(&mut log, 3); // the first append marks the checkpoint unclean
+    assert!(
+        !log.checkpoint_if_changed().unwrap(),
+        "nothing flushed yet: nothing moved"
+    );
+    log.flush().unwrap();
+    assert!(
+        log.checkpoint_if_changed().unwrap(),
+        "the recovery point moved"
+    );
+    assert!(!log.checkpoint_if_changed().unwrap());
+    let log_end = log.log_end();
+    drop(log);
+    let log = open(dir.path(), &config);
+    assert_eq!(log.log_end(), log_end);
+}
+
+#[test]
 fn closed_log_reopens_at_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::group::GroupConfig;
 use crate::log::{FlushPolicy, LogConfig};
 
 /// What a broker process does.
@@ -53,6 +54,15 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// How often retention runs over every partition.
     pub retention_check_interval_ms: u64,
+    /// The shortest session timeout a group member may ask for.
+    pub group_min_session_timeout_ms: u64,
+    /// The longest session timeout a group member may ask for.
+    pub group_max_session_timeout_ms: u64,
+    /// The most members one consumer group may have.
+    pub group_max_size: usize,
+    /// The committed-offsets log is compacted once it holds more records than this (and
+    /// more than twice as many as there are live offsets).
+    pub offsets_compact_min_records: u64,
     /// Defaults of new topics.
     #[serde(flatten)]
     pub topic_defaults: TopicConfig,
@@ -72,6 +82,10 @@ impl Default for BrokerConfig {
             max_in_flight_requests: 64,
             auto_create_topics: false,
             retention_check_interval_ms: 5 * 60 * 1000,
+            group_min_session_timeout_ms: 1000,
+            group_max_session_timeout_ms: 300_000,
+            group_max_size: 1000,
+            offsets_compact_min_records: 10_000,
             topic_defaults: TopicConfig::default(),
         }
     }
@@ -126,7 +140,27 @@ impl BrokerConfig {
                 "must be positive",
             ));
         }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+            || self.group_max_session_timeout_ms > i32::MAX as u64
+        {
+            return Err(ConfigError::new(
+                "group_max_session_timeout_ms",
+                "must be at least group_min_session_timeout_ms and fit an i32",
+            ));
+        }
+        if self.group_max_size == 0 {
+            return Err(ConfigError::new("group_max_size", "must be positive"));
+        }
         self.topic_defaults.to_log_config().map(|_| ())
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> GroupConfig {
+        GroupConfig {
+            min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+            max_size: self.group_max_size,
+        }
     }
 }
 
@@ -180,8 +214,23 @@ impl TopicConfig {
         "max_message_bytes",
     ];
 
-    /// Sets `key` from its text form.
+    /// Sets `key` from its text form, then checks the settings together.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        self.set_unchecked(key, value)?;
+        self.to_log_config().map(|_| ())
+    }
+
+    /// Sets every `key=value` pair, then checks the settings together, so that their order
+    /// does not matter (`segment_bytes=4096` may come before the `max_message_bytes` that
+    /// makes it valid).
+    pub fn set_all(&mut self, pairs: &[(String, String)]) -> Result<(), ConfigError> {
+        for (key, value) in pairs {
+            self.set_unchecked(key, value)?;
+        }
+        self.to_log_config().map(|_| ())
+    }
+
+    fn set_unchecked(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
             value
                 .parse()
@@ -206,7 +255,7 @@ impl TopicConfig {
                 ))
             }
         }
-        self.to_log_config().map(|_| ())
+        Ok(())
     }
 
     /// The partition log settings these topic settings mean.
@@ -265,6 +314,26 @@ mod tests {
             FlushPolicy::Never
         );
         assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+        let groups: BrokerConfig = toml::from_str(
+            "group_min_session_timeout_ms = 10\ngroup_max_size = 5\noffsets_compact_min_records = 7\n",
+        )
+        .unwrap();
+        assert_eq!(groups.group_config().max_size, 5);
+        assert_eq!(
+            groups.group_config().min_session_timeout,
+            Duration::from_millis(10)
+        );
+        assert_eq!(groups.offsets_compact_min_records, 7);
+        assert_eq!(
+            BrokerConfig::default().group_config(),
+            GroupConfig::default()
+        );
+        let inverted = BrokerConfig {
+            group_min_session_timeout_ms: 5000,
+            group_max_session_timeout_ms: 4000,
+            ..BrokerConfig::default()
+        };
+        assert!(inverted.validate().is_err());
     }
 
     #[test]
@@ -284,5 +353,18 @@ mod tests {
             TopicConfig::default().set("segment_bytes", "10").is_err(),
             "below the batch limit"
         );
+        let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect()
+        };
+        let small = pairs(&[("segment_bytes", "4096"), ("max_message_bytes", "1024")]);
+        let mut config = TopicConfig::default();
+        config.set_all(&small).unwrap();
+        assert_eq!(config.segment_bytes, 4096);
+        assert!(TopicConfig::default()
+            .set_all(&pairs(&[("segment_bytes", "4096")]))
+            .is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The broker: the partition log storage engine ([`log`]), the log manager ([`manager`]), the
-//! topic registry ([`topics`]) and the TCP server ([`server`]). The binary is
+//! topic registry ([`topics`]), committed offsets ([`offsets`]), the consumer group
+//! coordinator ([`group`]) and the TCP server ([`server`]). The binary is
 //! `src/bin/mq-broker.rs`; the controller arrives with cluster mode.
 //!
 //! `unsafe` is denied everywhere but in `log/index.rs`, which memory-maps index files.
@@ -7,7 +8,9 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod manager;
+pub mod offsets;
 pub mod server;
 pub mod topics;

@@ -60,7 +60,9 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TopicStoreError + '_ {
     }
 }
 
-/// Checks a topic name: 1 to 249 characters of `a-z A-Z 0-9 . _ -`, and not `.` or `..`.
+/// Checks a topic name: 1 to 249 characters of `a-z A-Z 0-9 . _ -`, not `.` or `..`, and
+/// not starting with `__`, which is reserved for the broker's own logs (such as
+/// `__consumer_offsets`, whose directory must never be taken for a topic's).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("topic name is empty".to_string());
@@ -73,6 +75,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     }
     if name == "." || name == ".." {
         return Err(format!("'{name}' is not a valid topic name"));
+    }
+    if name.starts_with("__") {
+        return Err(format!(
+            "topic name '{name}' starts with '__', which is reserved for internal use"
+        ));
     }
     if let Some(bad) = name
         .chars()
@@ -170,7 +177,18 @@ mod tests {
         for good in ["a", "orders", "orders.v2", "my_topic-1", &"x".repeat(249)] {
             assert_eq!(validate_topic_name(good), Ok(()), "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "a b", "ä", "a\0", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "ä",
+            "a\0",
+            &"x".repeat(250),
+            "__consumer_offsets",
+            "__x",
+        ] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
     }

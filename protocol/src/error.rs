@@ -134,7 +134,20 @@ error_codes! {
     INVALID_CONFIG = 40, false, "a topic config key or value is invalid";
     INVALID_REQUEST = 42, false, "the request is malformed";
     POLICY_VIOLATION = 44, false, "the request violates the broker's policy";
+    OFFSET_METADATA_TOO_LARGE = 12, false, "the offset's metadata text is longer than the broker accepts";
+    COORDINATOR_LOAD_IN_PROGRESS = 14, true, "the coordinator is still loading committed offsets";
+    COORDINATOR_NOT_AVAILABLE = 15, true, "the group coordinator is not available";
+    NOT_COORDINATOR = 16, true, "this broker does not coordinate the group";
+    ILLEGAL_GENERATION = 22, false, "the member's generation is not the group's current one";
+    INCONSISTENT_GROUP_PROTOCOL = 23, false, "the member shares no assignment strategy with the group";
+    INVALID_GROUP_ID = 24, false, "the group id is invalid";
+    UNKNOWN_MEMBER_ID = 25, false, "the coordinator does not know this member";
+    INVALID_SESSION_TIMEOUT = 26, false, "the session timeout is outside the broker's bounds";
+    REBALANCE_IN_PROGRESS = 27, false, "the group is rebalancing: rejoin";
     KAFKA_STORAGE_ERROR = 56, true, "the broker could not read or write the partition's log";
+    NON_EMPTY_GROUP = 68, false, "the group has active members";
+    GROUP_ID_NOT_FOUND = 69, false, "the group does not exist";
+    GROUP_MAX_SIZE_REACHED = 81, false, "the group has as many members as the broker allows";
     UNKNOWN_API = 1000, false, "the broker does not know this api key";
     BROKER_SHUTTING_DOWN = 1001, true, "the broker is shutting down";
 }

@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod codec;
 pub mod error;
+pub mod group;
 pub mod limits;
 pub mod record;
 pub mod request;

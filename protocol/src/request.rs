@@ -11,6 +11,11 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::DecodeError;
+pub use crate::group::{
+    FindCoordinatorRequest, GroupsRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
+    SyncGroupRequest, TopicPartitions,
+};
 use crate::wire::{self, Reader};
 
 /// Identifies an API. The numbers are Kafka's, for familiarity.
@@ -34,9 +39,29 @@ impl ApiKey {
     pub const DELETE_TOPICS: ApiKey = ApiKey(20);
     /// Add partitions to topics.
     pub const CREATE_PARTITIONS: ApiKey = ApiKey(37);
+    /// Store a group's committed offsets.
+    pub const OFFSET_COMMIT: ApiKey = ApiKey(8);
+    /// Read a group's committed offsets.
+    pub const OFFSET_FETCH: ApiKey = ApiKey(9);
+    /// Which broker coordinates a group.
+    pub const FIND_COORDINATOR: ApiKey = ApiKey(10);
+    /// Join (or rejoin) a group.
+    pub const JOIN_GROUP: ApiKey = ApiKey(11);
+    /// Keep a membership alive; learn of rebalances.
+    pub const HEARTBEAT: ApiKey = ApiKey(12);
+    /// Leave a group.
+    pub const LEAVE_GROUP: ApiKey = ApiKey(13);
+    /// Collect a member's assignment.
+    pub const SYNC_GROUP: ApiKey = ApiKey(14);
+    /// Groups' states and members.
+    pub const DESCRIBE_GROUPS: ApiKey = ApiKey(15);
+    /// Every group.
+    pub const LIST_GROUPS: ApiKey = ApiKey(16);
+    /// Delete groups without members, with their committed offsets.
+    pub const DELETE_GROUPS: ApiKey = ApiKey(42);
 
     /// Every API this code speaks.
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 18] = [
         ApiKey::PRODUCE,
         ApiKey::FETCH,
         ApiKey::LIST_OFFSETS,
@@ -45,6 +70,16 @@ impl ApiKey {
         ApiKey::CREATE_TOPICS,
         ApiKey::DELETE_TOPICS,
         ApiKey::CREATE_PARTITIONS,
+        ApiKey::OFFSET_COMMIT,
+        ApiKey::OFFSET_FETCH,
+        ApiKey::FIND_COORDINATOR,
+        ApiKey::JOIN_GROUP,
+        ApiKey::HEARTBEAT,
+        ApiKey::LEAVE_GROUP,
+        ApiKey::SYNC_GROUP,
+        ApiKey::DESCRIBE_GROUPS,
+        ApiKey::LIST_GROUPS,
+        ApiKey::DELETE_GROUPS,
     ];
 
     /// The range of versions this code speaks; `None` for an unknown key.
@@ -63,6 +98,16 @@ impl ApiKey {
             ApiKey::CREATE_TOPICS => "CreateTopics",
             ApiKey::DELETE_TOPICS => "DeleteTopics",
             ApiKey::CREATE_PARTITIONS => "CreatePartitions",
+            ApiKey::OFFSET_COMMIT => "OffsetCommit",
+            ApiKey::OFFSET_FETCH => "OffsetFetch",
+            ApiKey::FIND_COORDINATOR => "FindCoordinator",
+            ApiKey::JOIN_GROUP => "JoinGroup",
+            ApiKey::HEARTBEAT => "Heartbeat",
+            ApiKey::LEAVE_GROUP => "LeaveGroup",
+            ApiKey::SYNC_GROUP => "SyncGroup",
+            ApiKey::DESCRIBE_GROUPS => "DescribeGroups",
+            ApiKey::LIST_GROUPS => "ListGroups",
+            ApiKey::DELETE_GROUPS => "DeleteGroups",
             _ => "Unknown",
         }
     }
@@ -120,6 +165,26 @@ pub enum Request {
     Fetch(FetchRequest),
     /// See [`ApiKey::LIST_OFFSETS`].
     ListOffsets(ListOffsetsRequest),
+    /// See [`ApiKey::OFFSET_COMMIT`].
+    OffsetCommit(OffsetCommitRequest),
+    /// See [`ApiKey::OFFSET_FETCH`].
+    OffsetFetch(OffsetFetchRequest),
+    /// See [`ApiKey::FIND_COORDINATOR`].
+    FindCoordinator(FindCoordinatorRequest),
+    /// See [`ApiKey::JOIN_GROUP`].
+    JoinGroup(JoinGroupRequest),
+    /// See [`ApiKey::HEARTBEAT`].
+    Heartbeat(HeartbeatRequest),
+    /// See [`ApiKey::LEAVE_GROUP`].
+    LeaveGroup(LeaveGroupRequest),
+    /// See [`ApiKey::SYNC_GROUP`].
+    SyncGroup(SyncGroupRequest),
+    /// See [`ApiKey::DESCRIBE_GROUPS`].
+    DescribeGroups(GroupsRequest),
+    /// See [`ApiKey::LIST_GROUPS`].
+    ListGroups,
+    /// See [`ApiKey::DELETE_GROUPS`].
+    DeleteGroups(GroupsRequest),
 }
 
 impl Request {
@@ -134,6 +199,16 @@ impl Request {
             Request::Produce(_) => ApiKey::PRODUCE,
             Request::Fetch(_) => ApiKey::FETCH,
             Request::ListOffsets(_) => ApiKey::LIST_OFFSETS,
+            Request::OffsetCommit(_) => ApiKey::OFFSET_COMMIT,
+            Request::OffsetFetch(_) => ApiKey::OFFSET_FETCH,
+            Request::FindCoordinator(_) => ApiKey::FIND_COORDINATOR,
+            Request::JoinGroup(_) => ApiKey::JOIN_GROUP,
+            Request::Heartbeat(_) => ApiKey::HEARTBEAT,
+            Request::LeaveGroup(_) => ApiKey::LEAVE_GROUP,
+            Request::SyncGroup(_) => ApiKey::SYNC_GROUP,
+            Request::DescribeGroups(_) => ApiKey::DESCRIBE_GROUPS,
+            Request::ListGroups => ApiKey::LIST_GROUPS,
+            Request::DeleteGroups(_) => ApiKey::DELETE_GROUPS,
         }
     }
 
@@ -172,6 +247,18 @@ impl Request {
             ApiKey::PRODUCE => Request::Produce(ProduceRequest::decode(body)?),
             ApiKey::FETCH => Request::Fetch(FetchRequest::decode(body)?),
             ApiKey::LIST_OFFSETS => Request::ListOffsets(ListOffsetsRequest::decode(body)?),
+            ApiKey::OFFSET_COMMIT => Request::OffsetCommit(OffsetCommitRequest::decode(body)?),
+            ApiKey::OFFSET_FETCH => Request::OffsetFetch(OffsetFetchRequest::decode(body)?),
+            ApiKey::FIND_COORDINATOR => {
+                Request::FindCoordinator(FindCoordinatorRequest::decode(body)?)
+            }
+            ApiKey::JOIN_GROUP => Request::JoinGroup(JoinGroupRequest::decode(body)?),
+            ApiKey::HEARTBEAT => Request::Heartbeat(HeartbeatRequest::decode(body)?),
+            ApiKey::LEAVE_GROUP => Request::LeaveGroup(LeaveGroupRequest::decode(body)?),
+            ApiKey::SYNC_GROUP => Request::SyncGroup(SyncGroupRequest::decode(body)?),
+            ApiKey::DESCRIBE_GROUPS => Request::DescribeGroups(GroupsRequest::decode(body)?),
+            ApiKey::LIST_GROUPS => Request::ListGroups,
+            ApiKey::DELETE_GROUPS => Request::DeleteGroups(GroupsRequest::decode(body)?),
             ApiKey(api_key) => return Err(DecodeError::UnknownApi { api_key }),
         };
         reader.finish()?;
@@ -204,6 +291,17 @@ impl Request {
             Request::Produce(request) => request.encode(target),
             Request::Fetch(request) => request.encode(target),
             Request::ListOffsets(request) => request.encode(target),
+            Request::OffsetCommit(request) => request.encode(target),
+            Request::OffsetFetch(request) => request.encode(target),
+            Request::FindCoordinator(request) => request.encode(target),
+            Request::JoinGroup(request) => request.encode(target),
+            Request::Heartbeat(request) => request.encode(target),
+            Request::LeaveGroup(request) => request.encode(target),
+            Request::SyncGroup(request) => request.encode(target),
+            Request::DescribeGroups(request) | Request::DeleteGroups(request) => {
+                request.encode(target)
+            }
+            Request::ListGroups => {}
         }
     }
 }

@@ -12,6 +12,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, ErrorCode};
+pub use crate::group::{
+    DescribeGroupsResponse, DescribedGroup, DescribedMember, FindCoordinatorResponse,
+    GroupErrorResponse, GroupErrorsResponse, JoinGroupResponse, ListGroupsResponse, ListedGroup,
+    OffsetFetchPartition, OffsetFetchResponse, OffsetFetchTopic, PartitionErrorsResponse,
+    SyncGroupResponse, TopicPartitionErrors,
+};
 use crate::request::ApiKey;
 use crate::wire::{self, Reader};
 
@@ -63,6 +69,26 @@ pub enum Response {
     Fetch(FetchResponse),
     /// See [`ApiKey::LIST_OFFSETS`].
     ListOffsets(ListOffsetsResponse),
+    /// See [`ApiKey::OFFSET_COMMIT`].
+    OffsetCommit(PartitionErrorsResponse),
+    /// See [`ApiKey::OFFSET_FETCH`].
+    OffsetFetch(OffsetFetchResponse),
+    /// See [`ApiKey::FIND_COORDINATOR`].
+    FindCoordinator(FindCoordinatorResponse),
+    /// See [`ApiKey::JOIN_GROUP`].
+    JoinGroup(JoinGroupResponse),
+    /// See [`ApiKey::HEARTBEAT`].
+    Heartbeat(GroupErrorResponse),
+    /// See [`ApiKey::LEAVE_GROUP`].
+    LeaveGroup(GroupErrorResponse),
+    /// See [`ApiKey::SYNC_GROUP`].
+    SyncGroup(SyncGroupResponse),
+    /// See [`ApiKey::DESCRIBE_GROUPS`].
+    DescribeGroups(DescribeGroupsResponse),
+    /// See [`ApiKey::LIST_GROUPS`].
+    ListGroups(ListGroupsResponse),
+    /// See [`ApiKey::DELETE_GROUPS`].
+    DeleteGroups(GroupErrorsResponse),
 }
 
 impl Response {
@@ -88,6 +114,20 @@ impl Response {
             ApiKey::PRODUCE => Response::Produce(ProduceResponse::decode(body)?),
             ApiKey::FETCH => Response::Fetch(FetchResponse::decode(body)?),
             ApiKey::LIST_OFFSETS => Response::ListOffsets(ListOffsetsResponse::decode(body)?),
+            ApiKey::OFFSET_COMMIT => Response::OffsetCommit(PartitionErrorsResponse::decode(body)?),
+            ApiKey::OFFSET_FETCH => Response::OffsetFetch(OffsetFetchResponse::decode(body)?),
+            ApiKey::FIND_COORDINATOR => {
+                Response::FindCoordinator(FindCoordinatorResponse::decode(body)?)
+            }
+            ApiKey::JOIN_GROUP => Response::JoinGroup(JoinGroupResponse::decode(body)?),
+            ApiKey::HEARTBEAT => Response::Heartbeat(GroupErrorResponse::decode(body)?),
+            ApiKey::LEAVE_GROUP => Response::LeaveGroup(GroupErrorResponse::decode(body)?),
+            ApiKey::SYNC_GROUP => Response::SyncGroup(SyncGroupResponse::decode(body)?),
+            ApiKey::DESCRIBE_GROUPS => {
+                Response::DescribeGroups(DescribeGroupsResponse::decode(body)?)
+            }
+            ApiKey::LIST_GROUPS => Response::ListGroups(ListGroupsResponse::decode(body)?),
+            ApiKey::DELETE_GROUPS => Response::DeleteGroups(GroupErrorsResponse::decode(body)?),
             ApiKey(api_key) => return Err(DecodeError::UnknownApi { api_key }),
         };
         reader.finish()?;
@@ -111,6 +151,17 @@ impl Response {
             Response::Produce(response) => response.encode(target),
             Response::Fetch(response) => response.encode(target),
             Response::ListOffsets(response) => response.encode(target),
+            Response::OffsetCommit(response) => response.encode(target),
+            Response::OffsetFetch(response) => response.encode(target),
+            Response::FindCoordinator(response) => response.encode(target),
+            Response::JoinGroup(response) => response.encode(target),
+            Response::Heartbeat(response) | Response::LeaveGroup(response) => {
+                response.encode(target)
+            }
+            Response::SyncGroup(response) => response.encode(target),
+            Response::DescribeGroups(response) => response.encode(target),
+            Response::ListGroups(response) => response.encode(target),
+            Response::DeleteGroups(response) => response.encode(target),
         }
     }
 }

@@ -19,6 +19,15 @@ use std::collections::HashSet;
 
 use bytes::{Bytes, BytesMut};
 use mq_protocol::codec::{self, FrameCodec};
+use mq_protocol::group::{
+    DescribeGroupsResponse, DescribedGroup, DescribedMember, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupErrorResponse, GroupErrorsResponse, GroupsRequest,
+    HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, ListGroupsResponse,
+    ListedGroup, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic,
+    OffsetFetchPartition, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchTopic,
+    PartitionErrorsResponse, SyncGroupRequest, SyncGroupResponse, TopicPartitionErrors,
+    TopicPartitions,
+};
 use mq_protocol::request::{
     ApiKey, CreatableTopic, CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest,
     DeleteTopicsRequest, FetchPartition, FetchRequest, FetchTopic, ListOffsetsPartition,
@@ -160,9 +169,98 @@ fn list_offsets_request() -> impl Strategy<Value = Request> {
     list(topic).prop_map(|topics| Request::ListOffsets(ListOffsetsRequest { topics }))
 }
 
-/// Every request variant, equally likely.
+fn topic_partitions() -> impl Strategy<Value = TopicPartitions> {
+    (text(), list(any::<i32>()))
+        .prop_map(|(topic, partitions)| TopicPartitions { topic, partitions })
+}
+
+/// The consumer-group requests.
+fn group_request() -> impl Strategy<Value = Request> {
+    let commit_partition =
+        (any::<i32>(), any::<i64>(), optional_text()).prop_map(|(partition, offset, metadata)| {
+            OffsetCommitPartition {
+                partition,
+                offset,
+                metadata,
+            }
+        });
+    let commit_topic = (text(), list(commit_partition))
+        .prop_map(|(name, partitions)| OffsetCommitTopic { name, partitions });
+    prop_oneof![
+        (text(), any::<i32>(), text(), list(commit_topic)).prop_map(
+            |(group_id, generation_id, member_id, topics)| {
+                Request::OffsetCommit(OffsetCommitRequest {
+                    group_id,
+                    generation_id,
+                    member_id,
+                    topics,
+                })
+            }
+        ),
+        (text(), proptest::option::of(list(topic_partitions()))).prop_map(|(group_id, topics)| {
+            Request::OffsetFetch(OffsetFetchRequest { group_id, topics })
+        }),
+        text().prop_map(|group_id| Request::FindCoordinator(FindCoordinatorRequest { group_id })),
+        (
+            text(),
+            any::<i32>(),
+            any::<i32>(),
+            text(),
+            list(text()),
+            list(text())
+        )
+            .prop_map(
+                |(
+                    group_id,
+                    session_timeout_ms,
+                    rebalance_timeout_ms,
+                    member_id,
+                    topics,
+                    assignors,
+                )| {
+                    Request::JoinGroup(JoinGroupRequest {
+                        group_id,
+                        session_timeout_ms,
+                        rebalance_timeout_ms,
+                        member_id,
+                        topics,
+                        assignors,
+                    })
+                }
+            ),
+        (text(), any::<i32>(), text(), any::<i32>()).prop_map(
+            |(group_id, generation_id, member_id, max_wait_ms)| {
+                Request::Heartbeat(HeartbeatRequest {
+                    group_id,
+                    generation_id,
+                    member_id,
+                    max_wait_ms,
+                })
+            }
+        ),
+        (text(), text()).prop_map(|(group_id, member_id)| {
+            Request::LeaveGroup(LeaveGroupRequest {
+                group_id,
+                member_id,
+            })
+        }),
+        (text(), any::<i32>(), text()).prop_map(|(group_id, generation_id, member_id)| {
+            Request::SyncGroup(SyncGroupRequest {
+                group_id,
+                generation_id,
+                member_id,
+            })
+        }),
+        list(text()).prop_map(|groups| Request::DescribeGroups(GroupsRequest { groups })),
+        Just(Request::ListGroups),
+        list(text()).prop_map(|groups| Request::DeleteGroups(GroupsRequest { groups })),
+    ]
+}
+
+/// Every request variant; each older API as likely as all the group APIs together.
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
+        group_request(),
         Just(Request::ApiVersions),
         metadata_request(),
         create_topics_request(),
@@ -333,9 +431,108 @@ fn list_offsets_response() -> impl Strategy<Value = Response> {
     list(topic).prop_map(|topics| Response::ListOffsets(ListOffsetsResponse { topics }))
 }
 
-/// Every response variant, equally likely.
+/// The consumer-group responses.
+fn group_response() -> impl Strategy<Value = Response> {
+    let partition_errors = (text(), list((any::<i32>(), error_code())))
+        .prop_map(|(name, partitions)| TopicPartitionErrors { name, partitions });
+    let fetched = (any::<i32>(), any::<i64>(), optional_text(), error_code()).prop_map(
+        |(partition, offset, metadata, error_code)| OffsetFetchPartition {
+            partition,
+            offset,
+            metadata,
+            error_code,
+        },
+    );
+    let fetched_topic = (text(), list(fetched))
+        .prop_map(|(name, partitions)| OffsetFetchTopic { name, partitions });
+    let member = (
+        text(),
+        text(),
+        text(),
+        list(text()),
+        list(topic_partitions()),
+    )
+        .prop_map(
+            |(member_id, client_id, client_host, topics, assignment)| DescribedMember {
+                member_id,
+                client_id,
+                client_host,
+                topics,
+                assignment,
+            },
+        );
+    let group = (
+        error_code(),
+        text(),
+        text(),
+        text(),
+        any::<i32>(),
+        list(member),
+    )
+        .prop_map(
+            |(error_code, group_id, state, assignor, generation_id, members)| DescribedGroup {
+                error_code,
+                group_id,
+                state,
+                assignor,
+                generation_id,
+                members,
+            },
+        );
+    let listed =
+        (text(), text(), any::<i32>()).prop_map(|(group_id, state, members)| ListedGroup {
+            group_id,
+            state,
+            members,
+        });
+    prop_oneof![
+        list(partition_errors)
+            .prop_map(|topics| Response::OffsetCommit(PartitionErrorsResponse { topics })),
+        (error_code(), list(fetched_topic)).prop_map(|(error_code, topics)| {
+            Response::OffsetFetch(OffsetFetchResponse { error_code, topics })
+        }),
+        (error_code(), any::<i32>(), text(), any::<i32>()).prop_map(
+            |(error_code, node_id, host, port)| {
+                Response::FindCoordinator(FindCoordinatorResponse {
+                    error_code,
+                    node_id,
+                    host,
+                    port,
+                })
+            }
+        ),
+        (error_code(), any::<i32>(), text(), text(), text()).prop_map(
+            |(error_code, generation_id, assignor, leader_id, member_id)| {
+                Response::JoinGroup(JoinGroupResponse {
+                    error_code,
+                    generation_id,
+                    assignor,
+                    leader_id,
+                    member_id,
+                })
+            }
+        ),
+        error_code().prop_map(|error_code| Response::Heartbeat(GroupErrorResponse { error_code })),
+        error_code().prop_map(|error_code| Response::LeaveGroup(GroupErrorResponse { error_code })),
+        (error_code(), list(topic_partitions())).prop_map(|(error_code, assignment)| {
+            Response::SyncGroup(SyncGroupResponse {
+                error_code,
+                assignment,
+            })
+        }),
+        list(group).prop_map(|groups| Response::DescribeGroups(DescribeGroupsResponse { groups })),
+        (error_code(), list(listed)).prop_map(|(error_code, groups)| {
+            Response::ListGroups(ListGroupsResponse { error_code, groups })
+        }),
+        list((text(), error_code()))
+            .prop_map(|groups| Response::DeleteGroups(GroupErrorsResponse { groups })),
+    ]
+}
+
+/// Every response variant; each older API as likely as all the group APIs together.
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
+        group_response(),
         api_versions_response(),
         metadata_response(),
         topic_errors().prop_map(Response::CreateTopics),
@@ -388,6 +585,16 @@ fn response_api_key(response: &Response) -> ApiKey {
         Response::Produce(_) => ApiKey::PRODUCE,
         Response::Fetch(_) => ApiKey::FETCH,
         Response::ListOffsets(_) => ApiKey::LIST_OFFSETS,
+        Response::OffsetCommit(_) => ApiKey::OFFSET_COMMIT,
+        Response::OffsetFetch(_) => ApiKey::OFFSET_FETCH,
+        Response::FindCoordinator(_) => ApiKey::FIND_COORDINATOR,
+        Response::JoinGroup(_) => ApiKey::JOIN_GROUP,
+        Response::Heartbeat(_) => ApiKey::HEARTBEAT,
+        Response::LeaveGroup(_) => ApiKey::LEAVE_GROUP,
+        Response::SyncGroup(_) => ApiKey::SYNC_GROUP,
+        Response::DescribeGroups(_) => ApiKey::DESCRIBE_GROUPS,
+        Response::ListGroups(_) => ApiKey::LIST_GROUPS,
+        Response::DeleteGroups(_) => ApiKey::DELETE_GROUPS,
     }
 }
 

@@ -63,6 +63,18 @@ struct Args {
     /// How often retention runs [default: 300000].
     #[arg(long, env = "MQ_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Shortest session timeout a group member may ask for [default: 1000].
+    #[arg(long, env = "MQ_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    group_min_session_timeout_ms: Option<u64>,
+    /// Longest session timeout a group member may ask for [default: 300000].
+    #[arg(long, env = "MQ_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    group_max_session_timeout_ms: Option<u64>,
+    /// Most members of one consumer group [default: 1000].
+    #[arg(long, env = "MQ_GROUP_MAX_SIZE")]
+    group_max_size: Option<usize>,
+    /// Compact the committed-offsets log above this many records [default: 10000].
+    #[arg(long, env = "MQ_OFFSETS_COMPACT_MIN_RECORDS")]
+    offsets_compact_min_records: Option<u64>,
     /// Default partitions of new topics [default: 1].
     #[arg(long, env = "MQ_PARTITIONS")]
     partitions: Option<i32>,
@@ -154,6 +166,12 @@ fn settings(args: Args) -> anyhow::Result<BrokerConfig> {
         max_in_flight_requests,
         auto_create_topics,
         retention_check_interval_ms
+    );
+    set!(
+        group_min_session_timeout_ms,
+        group_max_session_timeout_ms,
+        group_max_size,
+        offsets_compact_min_records
     );
     if args.advertised_listener.is_some() {
         config.advertised_listener = args.advertised_listener;

@@ -425,15 +425,67 @@ impl PartitionLog {
                 ..RetentionOutcome::default()
             });
         }
-        let doomed: Vec<Offset> = self.segments.keys().take(count).copied().collect();
         let first_kept = self
             .segments
             .keys()
             .nth(count)
             .copied()
             .expect("the active segment is never deleted");
+        self.delete_oldest_segments(count, first_kept, "retention")
+    }
+
+    /// Advances the log start to `offset` and deletes the sealed segments wholly below it
+    /// (those whose next segment starts at or below `offset`); the active segment stays. For
+    /// a log that drops its own old records, such as the committed-offsets log after it
+    /// copied its live entries. Like retention, it checkpoints the new log start durably
+    /// before deleting any file. An `offset` at or below the log start changes nothing.
+    pub fn advance_log_start(&mut self, offset: Offset) -> LogResult<RetentionOutcome> {
+        self.check_online()?;
+        if offset > self.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: self.log_start,
+                log_end: self.log_end,
+            });
+        }
+        if offset <= self.log_start {
+            return Ok(RetentionOutcome {
+                log_start: self.log_start,
+                ..RetentionOutcome::default()
+            });
+        }
+        let bases: Vec<Offset> = self.segments.keys().copied().collect();
+        let count = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= offset)
+            .count();
+        self.delete_oldest_segments(count, offset, "log start advanced")
+    }
+
+    /// Moves the log start up to `log_start` and checkpoints it durably, then deletes the
+    /// `count` oldest segments (all sealed and wholly below `log_start`). A crash between the
+    /// checkpoint and the deletions leaves segments below the log start, which the next open
+    /// deletes.
+    fn delete_oldest_segments(
+        &mut self,
+        count: usize,
+        log_start: Offset,
+        reason: &'static str,
+    ) -> LogResult<RetentionOutcome> {
+        assert!(
+            count < self.segments.len(),
+            "the active segment is never deleted"
+        );
+        if count > 0 {
+            let first_kept = self.segments.keys().nth(count).expect("count < len");
+            assert!(
+                *first_kept <= log_start,
+                "only segments wholly below the log start are deleted"
+            );
+        }
+        let doomed: Vec<Offset> = self.segments.keys().take(count).copied().collect();
         self.mark_dirty()?;
-        self.log_start = self.log_start.max(first_kept);
+        self.log_start = self.log_start.max(log_start);
         self.write_checkpoint()?;
         let mut outcome = RetentionOutcome {
             log_start: self.log_start,
@@ -446,14 +498,17 @@ impl PartitionLog {
                 segment.delete()?;
             }
         }
-        self.dir_changes += 1;
-        tracing::info!(
-            dir = %self.dir.display(),
-            deleted_segments = outcome.deleted_segments,
-            deleted_bytes = outcome.deleted_bytes,
-            log_start = %self.log_start,
-            "deleted segments by retention"
-        );
+        if outcome.deleted_segments > 0 {
+            self.dir_changes += 1;
+            tracing::info!(
+                dir = %self.dir.display(),
+                reason,
+                deleted_segments = outcome.deleted_segments,
+                deleted_bytes = outcome.deleted_bytes,
+                log_start = %self.log_start,
+                "deleted segments below the log start"
+            );
+        }
         Ok(outcome)
     }
 

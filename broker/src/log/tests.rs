@@ -610,6 +610,63 @@ fn open_finishes_an_interrupted_retention_pass() {
 }
 
 #[test]
+fn advance_log_start_deletes_only_segments_wholly_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 80);
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() > 6, "{bases:?}");
+    // Inside segment 2: segments 0 and 1 go, segment 2 stays (it holds the new start).
+    let target = Offset(bases[2].0 + 1);
+    let outcome = log.advance_log_start(target).unwrap();
+    assert_eq!(outcome.deleted_segments, 2);
+    assert_eq!(log.log_start(), target);
+    assert_eq!(log.segment_base_offsets(), bases[2..].to_vec());
+    assert!(matches!(
+        log.read(bases[1], 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // Lower than the log start: nothing changes. Past the log end: an error.
+    assert_eq!(log.advance_log_start(bases[1]).unwrap().deleted_segments, 0);
+    assert_eq!(log.log_start(), target);
+    assert!(log.advance_log_start(log.log_end().plus(1)).is_err());
+    // At the log end: every sealed segment goes, the active one stays, appends continue.
+    let log_end = log.log_end();
+    log.advance_log_start(log_end).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!((log.log_start(), log.log_end()), (log_end, log_end));
+    let info = log.append(&mut batch(3, 100, T0), now()).unwrap();
+    assert_eq!(info.base_offset, log_end);
+    drop(log);
+    let log = open(dir.path(), &config);
+    assert_eq!((log.log_start(), log.log_end()), (log_end, log_end.plus(3)));
+    assert_every_offset_readable(&log);
+}
+
+#[test]
+fn advance_log_start_survives_reopen_and_a_crash_before_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 80);
+    let bases = log.segment_base_offsets();
+    log.advance_log_start(bases[3]).unwrap();
+    log.close().unwrap();
+    let mut log = open(dir.path(), &config);
+    assert_eq!(log.log_start(), bases[3]);
+    assert_eq!(segment_log_files(dir.path()).len(), bases.len() - 3);
+    // A crash after the checkpoint but before any deletion: the next open deletes them.
+    log.with_test_log_start(bases[5]);
+    log.write_checkpoint().unwrap();
+    drop(log);
+    let log = open(dir.path(), &config);
+    assert_eq!(log.log_start(), bases[5]);
+    assert_eq!(segment_log_files(dir.path()).len(), bases.len() - 5);
+    assert_every_offset_readable(&log);
+}
+
+#[test]
 fn truncate_within_and_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments();

@@ -1,7 +1,8 @@
 //! One client connection: reads frames, runs each request as its own task (so a long-poll
 //! fetch never holds up the others), and writes responses as they complete, matched by
-//! correlation id on the client side. Produce requests are the exception: their appends run
-//! one at a time in arrival order, so that a producer's pipelined batches keep their order.
+//! correlation id on the client side. Produce and OffsetCommit requests are the exception:
+//! their appends run one at a time in arrival order, so that a producer's pipelined batches,
+//! and a consumer's pipelined commits, keep their order.
 //!
 //! Memory per connection is bounded: a frame is at most `max_frame_bytes` (refused before it
 //! is buffered), at most `max_in_flight_requests` requests run at once (reading pauses at the
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mq_protocol::codec::{self, FrameCodec};
-use mq_protocol::request::{ProduceRequest, Request, RequestHeader};
+use mq_protocol::request::{OffsetCommitRequest, ProduceRequest, Request, RequestHeader};
 use mq_protocol::response::{Response, ResponseHeader};
 use mq_protocol::wire::Reader;
 use mq_protocol::{DecodeError, ErrorCode};
@@ -24,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
 
-use super::dispatch;
+use super::dispatch::{self, RequestContext};
 use super::state::Broker;
 
 /// Serves one connection until the client closes it, it misbehaves, it idles out, or the
@@ -82,25 +83,29 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
         match decode(frame) {
             Ok((header, Request::Produce(request))) => {
                 // Appends in arrival order: see `append_in_order`.
-                if produces.send((header, request, permit)).await.is_err() {
+                let queued = (header, InOrder::Produce(request), permit);
+                if produces.send(queued).await.is_err() {
+                    break;
+                }
+            }
+            Ok((header, Request::OffsetCommit(request))) => {
+                let queued = (header, InOrder::OffsetCommit(request), permit);
+                if produces.send(queued).await.is_err() {
                     break;
                 }
             }
             Ok((header, request)) => {
                 let broker = Arc::clone(&broker);
                 let responses = responses.clone();
+                let context = RequestContext {
+                    client_id: header.client_id.clone(),
+                    peer,
+                };
                 tokio::spawn(async move {
                     let api = header.api_key.name();
-                    let response = dispatch::handle(&broker, request).await;
+                    let response = dispatch::handle(&broker, request, &context).await;
                     if let Some(response) = response {
-                        let header = ResponseHeader {
-                            correlation_id: header.correlation_id,
-                            error_code: ErrorCode::NONE,
-                            error_message: None,
-                        };
-                        let _ = responses
-                            .send(codec::response_frame(&header, Some(&response)))
-                            .await;
+                        send_response(&responses, &header, response).await;
                     }
                     tracing::trace!(api, "request done");
                     drop(permit);
@@ -137,36 +142,65 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     tracing::debug!(%peer, "connection closed");
 }
 
-/// A produce request queued for its connection's appender, with its in-flight permit.
-type QueuedProduce = (RequestHeader, ProduceRequest, OwnedSemaphorePermit);
+/// A request whose appends must keep the connection's arrival order.
+enum InOrder {
+    /// Record batches to append.
+    Produce(ProduceRequest),
+    /// Offsets to commit.
+    OffsetCommit(OffsetCommitRequest),
+}
 
-/// Appends the connection's produce requests one at a time, in arrival order, so that
-/// pipelined produces to a partition keep their order (as Kafka guarantees per connection).
-/// Each request's acknowledgement (which may wait for an fsync) then completes on its own
-/// task, so pipelined requests share fsyncs instead of waiting for one another's.
+/// A request queued for its connection's appender, with its in-flight permit.
+type Queued = (RequestHeader, InOrder, OwnedSemaphorePermit);
+
+/// Appends the connection's produce and commit requests one at a time, in arrival order, so
+/// that pipelined produces to a partition keep their order (as Kafka guarantees per
+/// connection), and so do pipelined commits of a group. Each request's acknowledgement
+/// (which may wait for an fsync) then completes on its own task, so pipelined requests share
+/// fsyncs instead of waiting for one another's.
 async fn append_in_order(
     broker: Arc<Broker>,
-    mut queue: mpsc::Receiver<QueuedProduce>,
+    mut queue: mpsc::Receiver<Queued>,
     responses: mpsc::Sender<Bytes>,
 ) {
     while let Some((header, request, permit)) = queue.recv().await {
-        let pending = dispatch::produce_append(&broker, request).await;
         let responses = responses.clone();
-        tokio::spawn(async move {
-            if let Some(response) = dispatch::produce_complete(pending).await {
-                let header = ResponseHeader {
-                    correlation_id: header.correlation_id,
-                    error_code: ErrorCode::NONE,
-                    error_message: None,
-                };
-                let response = Response::Produce(response);
-                let _ = responses
-                    .send(codec::response_frame(&header, Some(&response)))
-                    .await;
+        match request {
+            InOrder::Produce(request) => {
+                let pending = dispatch::produce_append(&broker, request).await;
+                tokio::spawn(async move {
+                    if let Some(response) = dispatch::produce_complete(pending).await {
+                        send_response(&responses, &header, Response::Produce(response)).await;
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            InOrder::OffsetCommit(request) => {
+                let pending = broker.coordinator.commit_append(request).await;
+                let broker = Arc::clone(&broker);
+                tokio::spawn(async move {
+                    let response = broker.coordinator.commit_complete(pending).await;
+                    send_response(&responses, &header, Response::OffsetCommit(response)).await;
+                    drop(permit);
+                });
+            }
+        }
     }
+}
+
+async fn send_response(
+    responses: &mpsc::Sender<Bytes>,
+    header: &RequestHeader,
+    response: Response,
+) {
+    let header = ResponseHeader {
+        correlation_id: header.correlation_id,
+        error_code: ErrorCode::NONE,
+        error_message: None,
+    };
+    let _ = responses
+        .send(codec::response_frame(&header, Some(&response)))
+        .await;
 }
 
 /// A request refused before dispatch.

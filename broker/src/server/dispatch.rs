@@ -2,6 +2,8 @@
 //!
 //! Produce is split in two: [`produce_append`] (which a connection runs for one request at a
 //! time, in arrival order) and [`produce_complete`] (the wait for durability, concurrent).
+//! OffsetCommit is split the same way, in the group coordinator (`commit_append`,
+//! `commit_complete`); the group APIs are otherwise the coordinator's (`crate::group`).
 //!
 //! File work (appends, reads, fsyncs) runs on the blocking pool, never on a runtime worker.
 //! Produce acknowledges per `acks`: 0 never answers, 1 answers after the write, all (-1)
@@ -10,6 +12,7 @@
 //! `min_bytes` are available, `max_wait_ms` passed, or the broker shuts down.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -18,11 +21,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use mq_protocol::request::{
     ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    ListOffsetsPartition, ListOffsetsRequest, MetadataRequest, ProduceRequest, Request,
+    FindCoordinatorRequest, ListOffsetsPartition, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, Request,
 };
 use mq_protocol::response::{
     ApiVersion, ApiVersionsResponse, BrokerMetadata, FetchPartitionResponse, FetchResponse,
-    FetchTopicResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
+    FetchTopicResponse, FindCoordinatorResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
     ListOffsetsTopicResponse, MetadataResponse, PartitionMetadata, ProducePartitionResponse,
     ProduceResponse, ProduceTopicResponse, Response, TopicError, TopicErrorsResponse,
     TopicMetadata,
@@ -30,6 +34,7 @@ use mq_protocol::response::{
 use mq_protocol::{ErrorCode, Offset};
 
 use super::state::{unknown_topic, AdminError, Broker};
+use crate::group::{check_group_id, ClientInfo};
 use crate::log::{FlushPolicy, LogError};
 use crate::manager::{Partition, TopicPartition};
 
@@ -37,7 +42,11 @@ use crate::manager::{Partition, TopicPartition};
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Handles one request; `None` when no response is due (produce with `acks=0`).
-pub(crate) async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> {
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    context: &RequestContext,
+) -> Option<Response> {
     Some(match request {
         Request::ApiVersions => Response::ApiVersions(api_versions()),
         Request::Metadata(request) => Response::Metadata(metadata(broker, request).await),
@@ -56,7 +65,70 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Res
         }
         Request::Fetch(request) => Response::Fetch(fetch(broker, request).await),
         Request::ListOffsets(request) => Response::ListOffsets(list_offsets(broker, request).await),
+        Request::OffsetCommit(request) => {
+            let pending = broker.coordinator.commit_append(request).await;
+            Response::OffsetCommit(broker.coordinator.commit_complete(pending).await)
+        }
+        Request::OffsetFetch(request) => {
+            Response::OffsetFetch(broker.coordinator.fetch_offsets(request))
+        }
+        Request::FindCoordinator(request) => {
+            Response::FindCoordinator(find_coordinator(broker, &request))
+        }
+        Request::JoinGroup(request) => {
+            let client = ClientInfo {
+                client_id: context.client_id.clone().unwrap_or_default(),
+                client_host: context.peer.ip().to_string(),
+            };
+            Response::JoinGroup(broker.coordinator.join_group(request, client).await)
+        }
+        Request::SyncGroup(request) => Response::SyncGroup(broker.coordinator.sync_group(request)),
+        Request::Heartbeat(request) => {
+            Response::Heartbeat(broker.coordinator.heartbeat(request).await)
+        }
+        Request::LeaveGroup(request) => {
+            Response::LeaveGroup(broker.coordinator.leave_group(request))
+        }
+        Request::DescribeGroups(request) => {
+            Response::DescribeGroups(broker.coordinator.describe_groups(request))
+        }
+        Request::ListGroups => Response::ListGroups(broker.coordinator.list_groups()),
+        Request::DeleteGroups(request) => {
+            Response::DeleteGroups(broker.coordinator.delete_groups(request).await)
+        }
     })
+}
+
+/// Who sent a request.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestContext {
+    /// The client id of the request's header.
+    pub(crate) client_id: Option<String>,
+    /// The connection's peer address.
+    pub(crate) peer: SocketAddr,
+}
+
+/// This broker coordinates every group (single node).
+fn find_coordinator(broker: &Broker, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let error_code = match check_group_id(&request.group_id) {
+        Err(code) => code,
+        Ok(()) if *broker.shutting_down().borrow() => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        Ok(()) => ErrorCode::NONE,
+    };
+    if error_code != ErrorCode::NONE {
+        return FindCoordinatorResponse {
+            error_code,
+            node_id: -1,
+            host: String::new(),
+            port: -1,
+        };
+    }
+    FindCoordinatorResponse {
+        error_code,
+        node_id: broker.config.node_id,
+        host: broker.advertised_host.clone(),
+        port: broker.advertised_port,
+    }
 }
 
 fn api_versions() -> ApiVersionsResponse {

@@ -1,5 +1,6 @@
 //! The TCP server: accepts connections (at most `max_connections` at once) and serves each
-//! on its own task; runs the log manager's background work; shuts down gracefully.
+//! on its own task; runs the log manager's and the group coordinator's background work;
+//! shuts down gracefully.
 //!
 //! `run` takes its listener and shutdown signal from the caller, so tests bind
 //! `127.0.0.1:0` and stop the server when they like.
@@ -21,8 +22,9 @@ pub use state::{AdminError, Broker, StartError};
 /// How long shutdown waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting, lets in-flight requests
-/// finish and be answered, and closes every log cleanly.
+/// Serves `listener` until `shutdown` resolves, then stops accepting, answers held group
+/// requests, lets in-flight requests finish and be answered, and closes every log (the
+/// committed-offsets log too) cleanly.
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let connections = Arc::new(Semaphore::new(broker.config.max_connections));
     let retention_interval = Duration::from_millis(broker.config.retention_check_interval_ms);
@@ -31,6 +33,9 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         retention_interval,
         wait_for_shutdown(broker.shutting_down()),
     ));
+    let groups_background = tokio::spawn(
+        Arc::clone(&broker.coordinator).run_background(wait_for_shutdown(broker.shutting_down())),
+    );
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -73,8 +78,15 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         tasks.abort_all();
     }
     let _ = background.await;
+    let _ = groups_background.await;
     let manager = Arc::clone(&broker.manager);
     let _ = tokio::task::spawn_blocking(move || manager.close_all()).await;
+    let offsets = Arc::clone(broker.coordinator.store());
+    match tokio::task::spawn_blocking(move || offsets.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "closing the committed-offsets log failed"),
+        Err(error) => tracing::error!(%error, "closing the committed-offsets log panicked"),
+    }
     tracing::info!("shut down cleanly");
 }
 

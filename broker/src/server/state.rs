@@ -1,6 +1,7 @@
 //! [`Broker`]: the state every connection shares: settings, the topic registry, the log
-//! manager, and the shutdown signal. Admin operations (create, delete, grow topics) live here
-//! because they change the registry and the logs together.
+//! manager, the group coordinator, and the shutdown signal. Admin operations (create, delete,
+//! grow topics) live here because they change the registry, the logs and the coordinator's
+//! view of the topics together.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -11,7 +12,9 @@ use mq_protocol::ErrorCode;
 use tokio::sync::{watch, Mutex};
 
 use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::manager::{LogManager, TopicPartition};
+use crate::offsets::{OffsetStore, OffsetsError};
 use crate::topics::{self, TopicRecord, TopicStore, PARTITIONS_MAX};
 
 /// Why the broker could not start.
@@ -47,6 +50,9 @@ pub enum StartError {
     /// A setting is unusable.
     #[error("invalid setting {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The committed offsets could not be loaded.
+    #[error("opening committed offsets: {0}")]
+    Offsets(#[from] OffsetsError),
 }
 
 /// An admin operation's failure: a wire error code and a message for people.
@@ -83,6 +89,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     /// The partition logs.
     pub manager: Arc<LogManager>,
+    /// Consumer groups and their committed offsets.
+    pub coordinator: Arc<GroupCoordinator>,
     /// Topics; admin operations hold this lock for their whole duration.
     topics: Mutex<Topics>,
     /// The host clients are told to connect to.
@@ -124,11 +132,23 @@ impl Broker {
                     })?;
             }
         }
+        let offsets = OffsetStore::open(
+            &data_dir.join(OffsetStore::DIR_NAME),
+            config.offsets_compact_min_records,
+        )?;
+        let coordinator = Arc::new(GroupCoordinator::new(
+            config.group_config(),
+            Arc::new(offsets),
+            records
+                .iter()
+                .map(|topic| (topic.name.clone(), topic.partitions)),
+        ));
         tracing::info!(topics = records.len(), partitions = manager.all().len(), data_dir = %data_dir.display(), "opened data directory");
         let (advertised_host, advertised_port) = advertised(&config, bound);
         Ok(Broker {
             config,
             manager,
+            coordinator,
             topics: Mutex::new(Topics {
                 store: Arc::new(store),
                 records: records
@@ -148,9 +168,11 @@ impl Broker {
         self.shutdown.subscribe()
     }
 
-    /// Tells every connection and long-poll that the broker is shutting down.
+    /// Tells every connection and long-poll that the broker is shutting down; held
+    /// JoinGroups and Heartbeats are answered `COORDINATOR_NOT_AVAILABLE`.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+        self.coordinator.shutdown();
     }
 
     /// Every topic, or the ones named.
@@ -174,11 +196,9 @@ impl Broker {
         topics::validate_topic_name(name)
             .map_err(|message| AdminError::new(ErrorCode::INVALID_TOPIC_EXCEPTION, message))?;
         let mut config = self.config.topic_defaults.clone();
-        for (key, value) in configs {
-            config
-                .set(key, value)
-                .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
-        }
+        config
+            .set_all(configs)
+            .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
         let partitions = if partitions == -1 {
             config.partitions
         } else {
@@ -215,18 +235,34 @@ impl Broker {
             .await?;
         store_blocking(&topics.store, &record).await?;
         topics.records.insert(name.to_string(), record.clone());
+        self.coordinator.update_topic(name, partitions);
         tracing::info!(topic = name, partitions, "created topic");
         Ok(record)
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic, every group's committed offsets for it, and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
         let mut topics = self.topics.lock().await;
         let Some(record) = topics.records.get(name).cloned() else {
             return Err(unknown_topic(name));
         };
-        // Registry first: once the topic is gone from it, its directories are garbage.
-        remove_blocking(&topics.store, name).await?;
+        // Committed offsets first: if that fails the topic stays, whole, and the deletion can
+        // be retried; offsets left behind would otherwise apply to a later topic of the name.
+        match self.coordinator.delete_topic(name).await {
+            Ok(offsets) => tracing::info!(topic = name, offsets, "deleted committed offsets"),
+            Err(error) => {
+                self.coordinator.update_topic(name, record.partitions);
+                return Err(AdminError::new(
+                    ErrorCode::KAFKA_STORAGE_ERROR,
+                    format!("deleting the committed offsets of topic '{name}': {error}"),
+                ));
+            }
+        }
+        // Registry next: once the topic is gone from it, its directories are garbage.
+        if let Err(error) = remove_blocking(&topics.store, name).await {
+            self.coordinator.update_topic(name, record.partitions);
+            return Err(error);
+        }
         topics.records.remove(name);
         let manager = Arc::clone(&self.manager);
         let topic: Arc<str> = Arc::from(name);
@@ -274,6 +310,7 @@ impl Broker {
         record.partitions = count;
         store_blocking(&topics.store, &record).await?;
         topics.records.insert(name.to_string(), record);
+        self.coordinator.update_topic(name, count);
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }

@@ -1,10 +1,15 @@
-//! [`Admin`]: topics and cluster state: create, delete, list, describe, add partitions.
+//! [`Admin`]: topics and cluster state: create, delete, list, describe, add partitions; and
+//! consumer groups (in `groups.rs`): list, describe, delete, committed offsets.
 //!
 //! Every call asks the cluster afresh (nothing is answered from the metadata cache), and
 //! every change refreshes the cache afterwards, so that a producer on the same client sees a
 //! new topic at once. Per-topic error codes become the matching [`ClientError`] variant:
 //! [`ClientError::UnknownTopic`], [`ClientError::TopicAlreadyExists`], else
 //! [`ClientError::Broker`] with the broker's message.
+
+mod groups;
+
+pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescription, OffsetSpec};
 
 use mq_protocol::request::{
     CreatableTopic, CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest,

@@ -535,11 +535,30 @@ impl Client {
         address: &str,
         request: Request,
     ) -> Result<Response, ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        self.request_to_with_timeout(address, request, timeout)
+            .await
+    }
+
+    /// Like [`Client::request_to`], with its own timeout (a request the broker holds, such
+    /// as JoinGroup, needs longer than usual).
+    pub(crate) async fn request_to_with_timeout(
+        &self,
+        address: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
         let (connection, pooled) = self.pooled_connection(address).await?;
-        match connection.request(request.clone()).await {
+        match connection
+            .request_with_timeout(request.clone(), timeout)
+            .await
+        {
             Err(ClientError::Disconnected { .. } | ClientError::Io { .. }) if pooled => {
                 tracing::debug!(address, "pooled connection was dead, reconnecting");
-                self.connection(address).await?.request(request).await
+                self.connection(address)
+                    .await?
+                    .request_with_timeout(request, timeout)
+                    .await
             }
             result => result,
         }

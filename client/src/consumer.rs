@@ -9,10 +9,114 @@
 //! records below the position are skipped (a fetch returns whole batches, and the first may
 //! start before the offset asked for).
 //!
-//! Group membership (`subscribe`, committed offsets) will build on [`Consumer::assign`]: a
-//! group's assignment is an assignment, and a committed offset a seek.
+//! # Partitions: by hand or from a group
+//!
+//! Partitions are either assigned by hand ([`Consumer::assign`], [`Consumer::assign_all`])
+//! or by a consumer group ([`Consumer::subscribe`]), never both on one consumer. In a group,
+//! the group's coordinator (a broker) shares the subscribed topics' partitions out among the
+//! members, and shares them out anew (a *rebalance*) whenever a member joins or leaves or a
+//! topic grows. The member joins, and rejoins in each rebalance, inside [`Consumer::poll`];
+//! a background task heartbeats meanwhile (a member not heard from for
+//! [`ConsumerConfig::session_timeout`] is removed from the group), and a `poll` waiting for
+//! records wakes up as soon as a rebalance starts. Rebalancing is eager: the member gives up
+//! all its partitions (first committing, with auto-commit, and calling
+//! [`RebalanceListener::on_partitions_revoked`]), rejoins, and gets its new partitions.
+//! A new partition starts at the group's committed offset (or per
+//! [`ConsumerConfig::reset`] when there is none); one the member keeps carries on from its
+//! position. Membership itself is in `group.rs`; `consumer/subscription.rs` is this side of
+//! it.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mq_client::{Client, ClientConfig, Consumer, ConsumerConfig};
+//!
+//! # async fn example() -> Result<(), mq_client::ClientError> {
+//! let client = Client::connect("127.0.0.1:9700", ClientConfig::default()).await?;
+//! let mut consumer = Consumer::new(client, ConsumerConfig::default())?;
+//! consumer.subscribe("billing", &["orders"])?;
+//! for _ in 0..100 {
+//!     for record in consumer.poll(Duration::from_secs(1)).await? {
+//!         println!("{}-{} @{}", record.topic, record.partition, record.offset);
+//!     }
+//! }
+//! // Commits (auto-commit is on by default) and leaves: the others get the partitions now.
+//! consumer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Committing, and what a crash costs
+//!
+//! A group member commits offsets so that whoever reads a partition next (itself after a
+//! restart, or another member after a rebalance) starts where it left off. What it commits
+//! relative to its processing decides what a crash costs. [`Consumer::commit_sync`] and
+//! [`Consumer::commit_async`] commit the *positions*: for each partition, the offset after
+//! the last record `poll` returned.
+//!
+//! **At-most-once** (a crash may lose records, never repeat them): turn auto-commit off and
+//! commit right after `poll`, before processing.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use mq_client::{Client, ClientConfig, Consumer, ConsumerConfig};
+//! # fn process(_: &mq_client::ConsumerRecord) {}
+//! # async fn example(client: Client) -> Result<(), mq_client::ClientError> {
+//! let config = ConsumerConfig {
+//!     auto_commit: false,
+//!     ..ConsumerConfig::default()
+//! };
+//! let mut consumer = Consumer::new(client, config)?;
+//! consumer.subscribe("alerts", &["events"])?;
+//! loop {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     consumer.commit_sync().await?;
+//!     for record in &records {
+//!         process(record);
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! **At-least-once** (a crash may repeat records, never lose them): process, then commit.
+//! Either commit yourself after processing (`commit_sync`, `commit_async`, or
+//! [`Consumer::commit_offsets`] with exactly what was processed), or keep auto-commit on
+//! (the default): every [`ConsumerConfig::auto_commit_interval`], `poll` commits what the
+//! *previous* polls returned, which the application processed before polling again; it also
+//! commits before each rebalance and in [`Consumer::close`] (close after processing what was
+//! polled). Records processed since the last commit are read again after a crash. Members
+//! that leave and join cleanly repeat nothing, whichever way they commit after processing.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use mq_client::{Client, ClientConfig, Consumer, ConsumerConfig};
+//! # fn process(_: &mq_client::ConsumerRecord) {}
+//! # async fn example(client: Client) -> Result<(), mq_client::ClientError> {
+//! let config = ConsumerConfig {
+//!     auto_commit: false,
+//!     ..ConsumerConfig::default()
+//! };
+//! let mut consumer = Consumer::new(client, config)?;
+//! consumer.subscribe("billing", &["orders"])?;
+//! loop {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     for record in &records {
+//!         process(record);
+//!     }
+//!     if !records.is_empty() {
+//!         // Queued behind earlier commits; its outcome is not awaited here.
+//!         drop(consumer.commit_async());
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! Commits of one consumer are applied in the order they were made, asynchronous or not, and
+//! only in the generation they were made in: a member that was removed from the group (it did
+//! not poll within [`ConsumerConfig::rebalance_timeout`], or did not heartbeat within the
+//! session timeout) cannot overwrite the offsets of the partitions' new owner.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +134,13 @@ use tokio::time::{timeout_at, Instant};
 use crate::client::{Client, Route, TopicPartition};
 use crate::connection::FRAME_BYTES_MAX;
 use crate::error::ClientError;
+use crate::group::Signal;
+use subscription::{ListenerSlot, Subscription};
+
+mod subscription;
+
+pub use crate::group::CommitHandle;
+pub use subscription::RebalanceListener;
 
 /// The most bytes one fetch may ask for. A response holds at most this, or one whole batch
 /// when a single batch is larger, so it always fits a frame.
@@ -92,6 +203,27 @@ pub struct ConsumerConfig {
     pub reset: OffsetReset,
     /// How long to wait before fetching again from a partition after a retriable error.
     pub retry_backoff: Duration,
+    /// In a group: the coordinator removes this member when it hears nothing from it (no
+    /// heartbeat, join, sync or commit) for this long.
+    pub session_timeout: Duration,
+    /// In a group: the longest the coordinator holds a heartbeat while nothing changes (its
+    /// `max_wait`). Heartbeats are long polls, resent as soon as one comes back, so a member
+    /// learns of a rebalance at once whatever this is; it bounds how often they are sent.
+    /// Must be below `session_timeout`.
+    pub heartbeat_interval: Duration,
+    /// In a group: how long the coordinator waits for every member to rejoin in a
+    /// rebalance (members that did not are removed). A member rejoins in
+    /// [`Consumer::poll`], so the time between two polls should stay below this.
+    pub rebalance_timeout: Duration,
+    /// In a group: whether `poll` commits the positions every `auto_commit_interval` (and
+    /// before a rebalance and on [`Consumer::close`]); see the [module
+    /// documentation](self) for what this means for delivery.
+    pub auto_commit: bool,
+    /// In a group with `auto_commit`: the time between two automatic commits.
+    pub auto_commit_interval: Duration,
+    /// In a group: the assignment strategies this member accepts, preferred first
+    /// (`sticky`, `range`, `roundrobin`); the group uses the first one every member accepts.
+    pub assignors: Vec<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -103,6 +235,14 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 1024 * 1024,
             reset: OffsetReset::Earliest,
             retry_backoff: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(3),
+            rebalance_timeout: Duration::from_secs(60),
+            auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            assignors: ["sticky", "range", "roundrobin"]
+                .map(str::to_string)
+                .to_vec(),
         }
     }
 }
@@ -125,6 +265,36 @@ impl ConsumerConfig {
         }
         if self.fetch_max_wait > Duration::from_secs(30) {
             return invalid("fetch_max_wait", "must be at most 30 s".to_string());
+        }
+        self.validate_group()
+    }
+
+    /// Checks the group settings.
+    fn validate_group(&self) -> Result<(), ClientError> {
+        let invalid = |name, reason: &str| {
+            Err(ClientError::InvalidConfig {
+                name,
+                reason: reason.to_string(),
+            })
+        };
+        let wire_limit = Duration::from_millis(i32::MAX as u64);
+        for (name, value) in [
+            ("session_timeout", self.session_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("rebalance_timeout", self.rebalance_timeout),
+        ] {
+            if value < Duration::from_millis(1) || value > wire_limit {
+                return invalid(name, "must be between 1 ms and 2^31 - 1 ms");
+            }
+        }
+        if self.heartbeat_interval >= self.session_timeout {
+            return invalid("heartbeat_interval", "must be below session_timeout");
+        }
+        if self.auto_commit_interval.is_zero() {
+            return invalid("auto_commit_interval", "must not be zero");
+        }
+        if self.assignors.is_empty() {
+            return invalid("assignors", "must name at least one strategy");
         }
         Ok(())
     }
@@ -152,7 +322,8 @@ pub struct ConsumerRecord {
     pub headers: Vec<Header>,
 }
 
-/// Reads records from the partitions assigned to it.
+/// Reads records from the partitions assigned to it, by hand or by its consumer group (see
+/// the [module documentation](self)).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -190,13 +361,25 @@ pub struct Consumer {
     refreshed_at: Option<Instant>,
     /// When positions may be looked up again after a retriable ListOffsets failure.
     reset_retry_at: Option<Instant>,
+    /// Whether partitions were assigned by hand, which rules out subscribing.
+    assigned_by_hand: bool,
+    /// The group subscribed to, with the membership and rebalance bookkeeping.
+    subscription: Option<Subscription>,
+    /// An `assign` refused because the consumer is subscribed, reported by the next `poll`.
+    refused_assign: Option<ClientError>,
+    /// The application's rebalance hooks.
+    listener: ListenerSlot,
 }
 
 /// One assigned partition.
 #[derive(Debug, Default)]
 struct PartitionState {
-    /// The offset of the next record to return; `None` until looked up per the reset policy.
+    /// The offset of the next record to return; `None` until looked up (from the group's
+    /// committed offset, else per the reset policy).
     position: Option<i64>,
+    /// Whether the position is still to be read from the group's committed offset (a
+    /// partition the group just assigned); the reset policy applies only when there is none.
+    committed_pending: bool,
     /// Whether a fetch for the partition is in flight.
     in_flight: bool,
     /// Not fetched again before this, after a retriable error.
@@ -232,12 +415,24 @@ impl Consumer {
             metadata_stale: false,
             refreshed_at: None,
             reset_retry_at: None,
+            assigned_by_hand: false,
+            subscription: None,
+            refused_assign: None,
+            listener: ListenerSlot::default(),
         })
     }
 
     /// Replaces the assignment with `partitions`. Partitions that stay assigned keep their
     /// positions; new ones start per the reset policy unless sought.
+    ///
+    /// On a consumer subscribed to a group this changes nothing, and the next
+    /// [`Consumer::poll`] fails with [`ClientError::Subscribed`]: the group assigns.
     pub fn assign<T: Into<TopicPartition>>(&mut self, partitions: impl IntoIterator<Item = T>) {
+        if let Some(subscription) = &self.subscription {
+            self.refused_assign = Some(subscription.refuse_assign());
+            return;
+        }
+        self.assigned_by_hand = true;
         let mut assigned = BTreeMap::new();
         for topic_partition in partitions.into_iter().map(Into::into) {
             let state = self.partitions.remove(&topic_partition).unwrap_or_default();
@@ -247,7 +442,11 @@ impl Consumer {
     }
 
     /// Replaces the assignment with every partition of `topic`, as metadata has them now.
+    /// Fails with [`ClientError::Subscribed`] on a consumer subscribed to a group.
     pub async fn assign_all(&mut self, topic: &str) -> Result<(), ClientError> {
+        if let Some(subscription) = &self.subscription {
+            return Err(subscription.refuse_assign());
+        }
         let description = self.client.topic(topic).await?;
         self.assign(
             description
@@ -303,15 +502,25 @@ impl Consumer {
         };
         if let Some(state) = self.partitions.get_mut(&topic_partition) {
             state.position = Some(position);
+            state.committed_pending = false;
             state.retry_at = None;
         }
         Ok(())
     }
 
     /// The offset of the next record [`Consumer::poll`] returns for an assigned partition,
-    /// looked up per the reset policy if it has none yet.
+    /// looked up (from the group's committed offset, else per the reset policy) if it has
+    /// none yet.
     pub async fn position(&mut self, topic: &str, partition: i32) -> Result<i64, ClientError> {
         let topic_partition = TopicPartition::new(topic, partition);
+        let pending = self
+            .partitions
+            .get(&topic_partition)
+            .is_some_and(|state| state.committed_pending);
+        if pending {
+            let deadline = Instant::now() + self.client.config().request_timeout;
+            self.read_committed_positions(deadline).await?;
+        }
         let state = self
             .partitions
             .get(&topic_partition)
@@ -353,11 +562,27 @@ impl Consumer {
     /// or partition, a corrupt batch, a position out of range with
     /// [`OffsetReset::None`]. Connection failures and leader changes are retried inside,
     /// within `timeout`.
+    ///
+    /// In a group, `poll` is also where the member lives: it joins the group (the first
+    /// time), rejoins when the group rebalances (waking up from its wait as soon as the
+    /// rebalance starts), and commits automatically when `auto_commit` is on. A rebalance, once
+    /// begun, runs to completion even past `timeout`; when the coordinator cannot be reached,
+    /// `poll` returns nothing after `timeout` and tries again at the next call. Fails when
+    /// the coordinator refuses the member (no assignment strategy in common, an invalid group
+    /// id, ...).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
+        if let Some(error) = self.refused_assign.take() {
+            return Err(error);
+        }
+        self.auto_commit();
         loop {
             let mut wake_at = deadline;
+            if !self.keep_membership(deadline).await? {
+                return Ok(Vec::new());
+            }
             self.check_routes(&mut wake_at).await?;
+            self.lookup_committed(&mut wake_at).await?;
             self.reset_positions(&mut wake_at).await?;
             self.send_fetches(deadline, &mut wake_at).await;
             let mut records = Vec::new();
@@ -365,12 +590,22 @@ impl Consumer {
                 self.complete_fetch(joined, &mut records);
             }
             if records.is_empty() && self.pending_error.is_none() {
+                // A rebalance interrupts the wait, so that the member rejoins at once.
+                let rejoin = self.rejoin_signal();
                 if self.fetches.is_empty() {
-                    tokio::time::sleep_until(wake_at).await;
-                } else if let Ok(Some(joined)) =
-                    timeout_at(wake_at, self.fetches.join_next_with_id()).await
-                {
-                    self.complete_fetch(joined, &mut records);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(wake_at) => {}
+                        () = rejoin_requested(rejoin) => {}
+                    }
+                } else {
+                    tokio::select! {
+                        joined = timeout_at(wake_at, self.fetches.join_next_with_id()) => {
+                            if let Ok(Some(joined)) = joined {
+                                self.complete_fetch(joined, &mut records);
+                            }
+                        }
+                        () = rejoin_requested(rejoin) => {}
+                    }
                 }
             }
             if !records.is_empty() {
@@ -431,13 +666,14 @@ impl Consumer {
         }
     }
 
-    /// Gives positions to the partitions without one, per the reset policy.
+    /// Gives positions to the partitions without one (and no committed offset to come), per
+    /// the reset policy.
     async fn reset_positions(&mut self, wake_at: &mut Instant) -> Result<(), ClientError> {
         let metadata = self.client.metadata();
         let missing: Vec<TopicPartition> = self
             .partitions
             .iter()
-            .filter(|(_, state)| state.position.is_none())
+            .filter(|(_, state)| state.position.is_none() && !state.committed_pending)
             .map(|(topic_partition, _)| topic_partition)
             .filter(|tp| is_known(&metadata.route(&tp.topic, tp.partition)))
             .cloned()
@@ -723,44 +959,70 @@ impl Consumer {
         partitions: &[TopicPartition],
         timestamp: i64,
     ) -> Result<HashMap<TopicPartition, i64>, ClientError> {
-        // A look at each topic first (a fresh one if the cache lacks the topic or one of the
-        // partitions), so that what does not exist fails at once.
-        let mut checked = HashSet::new();
-        for topic_partition in partitions {
-            if !checked.insert(topic_partition.topic.as_str()) {
-                continue;
-            }
-            let description = self.client.topic(&topic_partition.topic).await?;
-            let missing = partitions.iter().any(|tp| {
-                tp.topic == topic_partition.topic && description.partition(tp.partition).is_none()
-            });
-            if missing {
-                self.client.refresh_topic(&topic_partition.topic).await?;
-            }
+        list_offsets(
+            &self.client,
+            partitions,
+            timestamp,
+            self.config.retry_backoff,
+        )
+        .await
+    }
+}
+
+/// Offsets by position or time (a ListOffsets timestamp), asked of each partition's leader,
+/// retrying retriable failures within the request timeout.
+pub(crate) async fn list_offsets(
+    client: &Client,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+    retry_backoff: Duration,
+) -> Result<HashMap<TopicPartition, i64>, ClientError> {
+    // A look at each topic first (a fresh one if the cache lacks the topic or one of the
+    // partitions), so that what does not exist fails at once.
+    let mut checked = HashSet::new();
+    for topic_partition in partitions {
+        if !checked.insert(topic_partition.topic.as_str()) {
+            continue;
         }
-        let deadline = Instant::now() + self.client.config().request_timeout;
-        let mut found = HashMap::new();
-        let mut pending: Vec<_> = partitions
-            .iter()
-            .map(|tp| (tp.clone(), timestamp))
-            .collect();
-        loop {
-            let (offsets, failed) = list_offsets_once(&self.client, &pending).await;
-            found.extend(offsets);
-            let Some((_, error)) = failed.first() else {
-                return Ok(found);
-            };
-            let retry_at = Instant::now() + self.config.retry_backoff;
-            if !error.is_retriable() || retry_at >= deadline {
-                return Err(error.clone());
-            }
-            tracing::debug!(%error, "list offsets failed, retrying");
-            if failed.iter().any(|(_, error)| error.needs_metadata()) {
-                let _ = self.client.refresh_metadata().await;
-            }
-            tokio::time::sleep_until(retry_at).await;
-            pending = failed.into_iter().map(|(tp, _)| (tp, timestamp)).collect();
+        let description = client.topic(&topic_partition.topic).await?;
+        let missing = partitions.iter().any(|tp| {
+            tp.topic == topic_partition.topic && description.partition(tp.partition).is_none()
+        });
+        if missing {
+            client.refresh_topic(&topic_partition.topic).await?;
         }
+    }
+    let deadline = Instant::now() + client.config().request_timeout;
+    let mut found = HashMap::new();
+    let mut pending: Vec<_> = partitions
+        .iter()
+        .map(|tp| (tp.clone(), timestamp))
+        .collect();
+    loop {
+        let (offsets, failed) = list_offsets_once(client, &pending).await;
+        found.extend(offsets);
+        let Some((_, error)) = failed.first() else {
+            return Ok(found);
+        };
+        let retry_at = Instant::now() + retry_backoff;
+        if !error.is_retriable() || retry_at >= deadline {
+            return Err(error.clone());
+        }
+        tracing::debug!(%error, "list offsets failed, retrying");
+        if failed.iter().any(|(_, error)| error.needs_metadata()) {
+            let _ = client.refresh_metadata().await;
+        }
+        tokio::time::sleep_until(retry_at).await;
+        pending = failed.into_iter().map(|(tp, _)| (tp, timestamp)).collect();
+    }
+}
+
+/// Completes when `signal` (the group's, if any) asks the member to rejoin; never without a
+/// group.
+async fn rejoin_requested(signal: Option<Arc<Signal>>) {
+    match signal {
+        Some(signal) => signal.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1073,6 +1335,39 @@ mod tests {
         assert!(records.is_empty());
         assert_eq!(position, 42);
         assert!(error.is_none());
+    }
+
+    #[test]
+    fn consumer_futures_can_move_between_threads() {
+        fn send<T: Send>(_: &T) {}
+        fn share<T: Send + Sync>(_: &T) {}
+        // Type-checked only: a consumer in a spawned task needs every future to be `Send`.
+        let _ = |consumer: &mut Consumer| {
+            share(consumer);
+            send(&consumer.poll(Duration::ZERO));
+            send(&consumer.commit_sync());
+            send(&consumer.commit_async());
+            send(&consumer.committed(&[]));
+        };
+        let _ = |consumer: Consumer| send(&consumer.close());
+    }
+
+    #[test]
+    fn group_settings_are_checked() {
+        let config = ConsumerConfig {
+            heartbeat_interval: Duration::from_secs(10),
+            ..ConsumerConfig::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid heartbeat_interval: must be below session_timeout"
+        );
+        let config = ConsumerConfig {
+            assignors: Vec::new(),
+            ..ConsumerConfig::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]

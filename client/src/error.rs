@@ -169,6 +169,74 @@ pub enum ClientError {
         /// What is closed: `producer`, `connection to ...`.
         what: String,
     },
+    /// The group coordinator refused a group operation with an error code (the member was
+    /// removed, no assignment strategy in common, an invalid group id, ...).
+    #[error("group {group}: {code}")]
+    Group {
+        /// The group.
+        group: String,
+        /// The coordinator's error code.
+        code: ErrorCode,
+    },
+    /// The coordinator refused to commit or read the offset of one partition.
+    #[error("group {group}, '{topic}' partition {partition}: {code}")]
+    GroupPartition {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The coordinator's error code.
+        code: ErrorCode,
+    },
+    /// The coordinator knows no such group (neither members nor committed offsets).
+    #[error("group {group} does not exist")]
+    UnknownGroup {
+        /// The group.
+        group: String,
+    },
+    /// The group has members, so its offsets cannot be changed, nor the group deleted, from
+    /// outside it.
+    #[error("group {group} has active members: stop them before {action}")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// What was refused: `resetting its offsets`, `deleting it`.
+        action: &'static str,
+    },
+    /// A group operation (commit, committed offsets) on a consumer that did not subscribe to
+    /// a group.
+    #[error("{operation} needs a group: this consumer has not subscribed to one")]
+    NoGroup {
+        /// The operation: `commit`, `committed`.
+        operation: &'static str,
+    },
+    /// A commit of chosen offsets before the consumer joined its group (it joins in
+    /// `poll`).
+    #[error("group {group}: this consumer is not a member yet: poll first")]
+    NotMember {
+        /// The group.
+        group: String,
+    },
+    /// `subscribe` on a consumer whose partitions were assigned by hand.
+    #[error("cannot subscribe: this consumer's partitions are assigned by hand")]
+    AssignedByHand,
+    /// `assign` (by hand) on a consumer subscribed to a group, or `subscribe` to a second
+    /// group.
+    #[error("cannot {action}: this consumer is subscribed to group {group}")]
+    Subscribed {
+        /// The group it is subscribed to.
+        group: String,
+        /// What was refused: `assign partitions by hand`, `subscribe to group h`.
+        action: String,
+    },
+    /// Too many commits are waiting for the coordinator.
+    #[error("{limit} commits are already queued: wait for some to complete")]
+    CommitQueueFull {
+        /// How many commits may wait.
+        limit: usize,
+    },
 }
 
 impl ClientError {
@@ -182,15 +250,19 @@ impl ClientError {
             | ClientError::Io { .. }
             | ClientError::Disconnected { .. }
             | ClientError::Timeout { .. } => true,
-            ClientError::Broker { code, .. } => code.is_retriable(),
+            ClientError::Broker { code, .. }
+            | ClientError::Group { code, .. }
+            | ClientError::GroupPartition { code, .. } => code.is_retriable(),
             _ => false,
         }
     }
 
-    /// The broker's error code, if this is a broker error.
+    /// The broker's error code, if this is a broker or group error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Broker { code, .. } => Some(*code),
+            ClientError::Broker { code, .. }
+            | ClientError::Group { code, .. }
+            | ClientError::GroupPartition { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -300,6 +372,58 @@ mod tests {
             },
             "delivery timed out after 30000 ms",
         );
+    }
+
+    #[test]
+    fn group_messages_read_as_one_line() {
+        check(
+            ClientError::GroupNotEmpty {
+                group: "g".into(),
+                action: "resetting its offsets",
+            },
+            "group g has active members: stop them before resetting its offsets",
+        );
+        check(
+            ClientError::Group {
+                group: "g".into(),
+                code: ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
+            },
+            "group g: INCONSISTENT_GROUP_PROTOCOL (23): the member shares no assignment \
+             strategy with the group",
+        );
+        check(
+            ClientError::GroupPartition {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 2,
+                code: ErrorCode::OFFSET_METADATA_TOO_LARGE,
+            },
+            "group g, 't' partition 2: OFFSET_METADATA_TOO_LARGE (12): the offset's metadata \
+             text is longer than the broker accepts",
+        );
+        check(
+            ClientError::NoGroup {
+                operation: "commit",
+            },
+            "commit needs a group: this consumer has not subscribed to one",
+        );
+        check(
+            ClientError::Subscribed {
+                group: "g".into(),
+                action: "assign partitions by hand".into(),
+            },
+            "cannot assign partitions by hand: this consumer is subscribed to group g",
+        );
+        check(
+            ClientError::UnknownGroup { group: "g".into() },
+            "group g does not exist",
+        );
+        let moved = ClientError::Group {
+            group: "g".into(),
+            code: ErrorCode::NOT_COORDINATOR,
+        };
+        assert!(moved.is_retriable());
+        assert_eq!(moved.code(), Some(ErrorCode::NOT_COORDINATOR));
     }
 
     #[test]

@@ -55,9 +55,41 @@
 //! flight, and a batch to retry goes before any later one.
 //!
 //! On the consuming side, [`Consumer::poll`] returns each partition's records in offset
-//! order from the consumer's position. What the application does with them before moving on
-//! (and, once consumer groups arrive, when it commits) decides between at-most-once and
-//! at-least-once processing.
+//! order from the consumer's position. What the application does with them before moving on,
+//! and when it commits, decides between at-most-once and at-least-once processing.
+//!
+//! # Consumer groups
+//!
+//! Consumers that [`Consumer::subscribe`] to the same group share the subscribed topics'
+//! partitions: the group's coordinator (a broker) gives each partition to one member, and
+//! shares them out again when members come and go. A member commits offsets to the group, so
+//! that the next reader of a partition starts where it left off:
+//!
+//! - *At-most-once*: [`ConsumerConfig::auto_commit`] off, [`Consumer::commit_sync`] right
+//!   after each `poll`, before processing. A crash loses what was being processed.
+//! - *At-least-once*: process, then commit ([`Consumer::commit_sync`],
+//!   [`Consumer::commit_async`], [`Consumer::commit_offsets`]); or leave auto-commit on (the
+//!   default), which commits at the next `poll` what previous polls returned. A crash
+//!   repeats what was processed since the last commit.
+//!
+//! Members that join and leave cleanly ([`Consumer::close`]) repeat and lose nothing. The
+//! [`consumer`] module documentation has examples of both; [`RebalanceListener`] hooks into
+//! rebalances, and [`Admin`] lists, describes and deletes groups and resets their offsets.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mq_client::{Client, ClientConfig, Consumer, ConsumerConfig};
+//!
+//! # async fn example() -> Result<(), mq_client::ClientError> {
+//! let client = Client::connect("127.0.0.1:9700", ClientConfig::default()).await?;
+//! let mut consumer = Consumer::new(client, ConsumerConfig::default())?;
+//! consumer.subscribe("billing", &["orders"])?;
+//! let records = consumer.poll(Duration::from_secs(1)).await?;
+//! // ... process the records; the next poll commits their offsets (auto-commit) ...
+//! consumer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Errors
 //!
@@ -73,15 +105,20 @@ pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+mod group;
 pub mod partitioner;
 pub mod producer;
 
-pub use admin::Admin;
+pub use admin::{
+    Admin, CommittedOffset, GroupDescription, GroupListing, MemberDescription, OffsetSpec,
+};
 pub use client::{
     Broker, Client, ClientConfig, Cluster, PartitionDescription, TopicDescription, TopicPartition,
 };
 pub use connection::{Connection, ConnectionConfig};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use consumer::{
+    CommitHandle, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener, SeekTo,
+};
 pub use error::ClientError;
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -5,32 +5,39 @@
 //! closed mid-request, a late answer after a timeout. [`FakeBroker`] is a small in-memory
 //! broker (one node, topics of in-memory logs, each request answered by its own task as the
 //! real broker does) with knobs to misbehave, for the producer, consumer, admin and the
-//! reconnection logic.
+//! reconnection logic. It is also the coordinator of one consumer group, `g`, and notes the
+//! group requests it gets (and what tests' rebalance listeners add) as events, so that tests
+//! can assert their order.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mq_client::protocol::batch::{self, BatchHeader};
 use mq_client::protocol::codec::{self, FrameCodec};
 use mq_client::protocol::request::{
     ApiKey, ListOffsetsPartition, MetadataRequest, ProduceRequest, Request, RequestHeader,
+    TopicPartitions,
 };
 use mq_client::protocol::response::{
-    ApiVersion, ApiVersionsResponse, BrokerMetadata, FetchPartitionResponse, FetchResponse,
-    FetchTopicResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
-    ListOffsetsTopicResponse, MetadataResponse, PartitionMetadata, ProducePartitionResponse,
-    ProduceResponse, ProduceTopicResponse, Response, ResponseHeader, TopicError,
-    TopicErrorsResponse, TopicMetadata,
+    ApiVersion, ApiVersionsResponse, BrokerMetadata, DescribeGroupsResponse, DescribedGroup,
+    DescribedMember, FetchPartitionResponse, FetchResponse, FetchTopicResponse,
+    FindCoordinatorResponse, GroupErrorResponse, GroupErrorsResponse, JoinGroupResponse,
+    ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
+    ListOffsetsTopicResponse, ListedGroup, MetadataResponse, OffsetFetchPartition,
+    OffsetFetchResponse, OffsetFetchTopic, PartitionErrorsResponse, PartitionMetadata,
+    ProducePartitionResponse, ProduceResponse, ProduceTopicResponse, Response, ResponseHeader,
+    SyncGroupResponse, TopicError, TopicErrorsResponse, TopicMetadata, TopicPartitionErrors,
 };
 use mq_client::protocol::wire::Reader;
 use mq_client::{
     Acks, Admin, Client, ClientConfig, ClientError, Connection, ConnectionConfig, Consumer,
-    ConsumerConfig, ErrorCode, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    ConsumerConfig, ErrorCode, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+    RebalanceListener, SeekTo, TopicPartition,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -309,6 +316,13 @@ struct FakeBroker {
     metadata_requests: AtomicUsize,
     /// Closes every open connection when notified.
     kick: Notify,
+    /// The group coordinator's state.
+    group: Mutex<GroupState>,
+    /// Wakes held heartbeats when the group starts a rebalance or forgets a member.
+    group_changed: Notify,
+    /// Group requests (but heartbeats) as they arrive, and what tests' listeners add, with
+    /// the time they happened.
+    events: Mutex<Vec<(Instant, String)>>,
 }
 
 impl FakeBroker {
@@ -327,6 +341,9 @@ impl FakeBroker {
             connections: AtomicUsize::new(0),
             metadata_requests: AtomicUsize::new(0),
             kick: Notify::new(),
+            group: Mutex::new(GroupState::default()),
+            group_changed: Notify::new(),
+            events: Mutex::new(Vec::new()),
         });
         let serving = Arc::clone(&broker);
         tokio::spawn(async move {
@@ -480,6 +497,16 @@ impl FakeBroker {
                     .collect();
                 Response::ListOffsets(ListOffsetsResponse { topics })
             }
+            request @ (Request::FindCoordinator(_)
+            | Request::JoinGroup(_)
+            | Request::SyncGroup(_)
+            | Request::Heartbeat(_)
+            | Request::LeaveGroup(_)
+            | Request::OffsetCommit(_)
+            | Request::OffsetFetch(_)
+            | Request::DescribeGroups(_)
+            | Request::ListGroups
+            | Request::DeleteGroups(_)) => self.coordinate(request).await,
             other => panic!("the fake broker does not handle {other:?}"),
         })
     }
@@ -968,4 +995,812 @@ async fn a_closed_producer_refuses_records() {
         .await
         .unwrap_err();
     assert_eq!(error.to_string(), "producer is closed");
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake broker as a group coordinator, and consumer groups against it.
+
+/// The fake's coordinator state, for one group named `g`. A generation forms as soon as a
+/// member joins (the tests have one member at a time); the assignment is scripted or, by
+/// default, every partition of the member's topics.
+#[derive(Default)]
+struct GroupState {
+    /// The current generation; 0 before the first.
+    generation: i32,
+    /// The members, by id, with their topics.
+    members: BTreeMap<String, Vec<String>>,
+    /// The members' partitions in the current generation.
+    assigned: BTreeMap<String, Vec<(String, i32)>>,
+    /// How many member ids were handed out.
+    member_ids: usize,
+    /// Whether a rebalance started: heartbeats answer REBALANCE_IN_PROGRESS until a join.
+    rebalancing: bool,
+    /// The assignments of the next generations, in order; then every partition.
+    assignments: VecDeque<Vec<(String, i32)>>,
+    /// Committed offsets.
+    committed: BTreeMap<(String, i32), i64>,
+    /// A commit holding this offset is applied only after a while.
+    slow_offset: Option<i64>,
+}
+
+impl GroupState {
+    fn known(&self) -> bool {
+        !self.members.is_empty() || !self.committed.is_empty()
+    }
+
+    fn state(&self) -> &'static str {
+        match (self.members.is_empty(), self.rebalancing) {
+            (true, _) => "Empty",
+            (false, true) => "PreparingRebalance",
+            (false, false) => "Stable",
+        }
+    }
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
+}
+
+fn by_topic(partitions: &[(String, i32)]) -> Vec<TopicPartitions> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        topics.entry(topic).or_default().push(*partition);
+    }
+    topics
+        .into_iter()
+        .map(|(topic, partitions)| TopicPartitions {
+            topic: topic.to_string(),
+            partitions,
+        })
+        .collect()
+}
+
+fn names(partitions: &[TopicPartition]) -> String {
+    let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+    names.join(" ")
+}
+
+impl FakeBroker {
+    /// Notes an event (a group request, a listener call, a test step).
+    fn event(&self, text: impl Into<String>) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((Instant::now(), text.into()));
+    }
+
+    fn events(&self) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events.iter().map(|(_, text)| text.clone()).collect()
+    }
+
+    /// The events from the last one equal to `marker` on.
+    fn events_since(&self, marker: &str) -> Vec<String> {
+        let events = self.events();
+        let start = events.iter().rposition(|text| text == marker).unwrap();
+        events[start..].to_vec()
+    }
+
+    /// When the last event equal to `text` happened.
+    fn event_time(&self, text: &str) -> Instant {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .rev()
+            .find(|(_, event)| event == text)
+            .unwrap()
+            .0
+    }
+
+    /// Starts a rebalance, as another member joining would.
+    fn start_rebalance(&self) {
+        self.group.lock().unwrap().rebalancing = true;
+        self.event("rebalance");
+        self.group_changed.notify_waiters();
+    }
+
+    /// Forgets every member, as a session expiry or a broker restart would.
+    fn forget_members(&self) {
+        self.group.lock().unwrap().members.clear();
+        self.event("forget");
+        self.group_changed.notify_waiters();
+    }
+
+    async fn coordinate(&self, request: Request) -> Response {
+        match request {
+            Request::FindCoordinator(_) => {
+                self.event("FindCoordinator");
+                Response::FindCoordinator(FindCoordinatorResponse {
+                    error_code: ErrorCode::NONE,
+                    node_id: 1,
+                    host: "127.0.0.1".into(),
+                    port: self.port(),
+                })
+            }
+            Request::JoinGroup(request) => {
+                self.event(format!("JoinGroup {}", or_dash(&request.member_id)));
+                let mut group = self.group.lock().unwrap();
+                let known = group.members.contains_key(&request.member_id);
+                if !request.member_id.is_empty() && !known {
+                    return Response::JoinGroup(JoinGroupResponse {
+                        error_code: ErrorCode::UNKNOWN_MEMBER_ID,
+                        ..JoinGroupResponse::default()
+                    });
+                }
+                let member_id = if request.member_id.is_empty() {
+                    group.member_ids += 1;
+                    format!("member-{}", group.member_ids)
+                } else {
+                    request.member_id
+                };
+                group.members.insert(member_id.clone(), request.topics);
+                group.generation += 1;
+                group.rebalancing = false;
+                Response::JoinGroup(JoinGroupResponse {
+                    error_code: ErrorCode::NONE,
+                    generation_id: group.generation,
+                    assignor: request.assignors[0].clone(),
+                    leader_id: member_id.clone(),
+                    member_id,
+                })
+            }
+            Request::SyncGroup(request) => {
+                self.event(format!("SyncGroup {}", request.generation_id));
+                let (topics, scripted) = {
+                    let mut group = self.group.lock().unwrap();
+                    let Some(topics) = group.members.get(&request.member_id).cloned() else {
+                        return sync_error(ErrorCode::UNKNOWN_MEMBER_ID);
+                    };
+                    if request.generation_id != group.generation {
+                        return sync_error(ErrorCode::ILLEGAL_GENERATION);
+                    }
+                    (topics, group.assignments.pop_front())
+                };
+                let assignment = scripted.unwrap_or_else(|| {
+                    let state = self.state.lock().unwrap();
+                    topics
+                        .iter()
+                        .flat_map(|topic| {
+                            let count = state.topics.get(topic).map_or(0, Vec::len) as i32;
+                            (0..count).map(move |partition| (topic.clone(), partition))
+                        })
+                        .collect()
+                });
+                let mut group = self.group.lock().unwrap();
+                group.assigned.insert(request.member_id, assignment.clone());
+                Response::SyncGroup(SyncGroupResponse {
+                    error_code: ErrorCode::NONE,
+                    assignment: by_topic(&assignment),
+                })
+            }
+            Request::Heartbeat(request) => Response::Heartbeat(GroupErrorResponse {
+                error_code: self
+                    .heartbeat(
+                        &request.member_id,
+                        request.generation_id,
+                        request.max_wait_ms,
+                    )
+                    .await,
+            }),
+            Request::LeaveGroup(request) => {
+                self.event(format!("LeaveGroup {}", request.member_id));
+                let mut group = self.group.lock().unwrap();
+                let error_code = match group.members.remove(&request.member_id) {
+                    Some(_) => ErrorCode::NONE,
+                    None => ErrorCode::UNKNOWN_MEMBER_ID,
+                };
+                Response::LeaveGroup(GroupErrorResponse { error_code })
+            }
+            Request::OffsetCommit(request) => self.commit(request).await,
+            Request::OffsetFetch(request) => {
+                let group = self.group.lock().unwrap();
+                let asked: Vec<(String, i32)> = match &request.topics {
+                    Some(topics) => topics
+                        .iter()
+                        .flat_map(|topic| {
+                            topic
+                                .partitions
+                                .iter()
+                                .map(|partition| (topic.topic.clone(), *partition))
+                        })
+                        .collect(),
+                    None => group.committed.keys().cloned().collect(),
+                };
+                let listed: Vec<String> = asked
+                    .iter()
+                    .map(|(topic, partition)| format!("{topic}-{partition}"))
+                    .collect();
+                self.event(format!("OffsetFetch {}", listed.join(" ")));
+                let topics = by_topic(&asked)
+                    .into_iter()
+                    .map(|topic| OffsetFetchTopic {
+                        partitions: topic
+                            .partitions
+                            .iter()
+                            .map(|partition| OffsetFetchPartition {
+                                partition: *partition,
+                                offset: group
+                                    .committed
+                                    .get(&(topic.topic.clone(), *partition))
+                                    .copied()
+                                    .unwrap_or(-1),
+                                metadata: None,
+                                error_code: ErrorCode::NONE,
+                            })
+                            .collect(),
+                        name: topic.topic,
+                    })
+                    .collect();
+                Response::OffsetFetch(OffsetFetchResponse {
+                    error_code: ErrorCode::NONE,
+                    topics,
+                })
+            }
+            Request::DescribeGroups(request) => {
+                let group = self.group.lock().unwrap();
+                let groups = request
+                    .groups
+                    .into_iter()
+                    .map(|group_id| {
+                        if group_id != "g" || !group.known() {
+                            return DescribedGroup {
+                                error_code: ErrorCode::NONE,
+                                group_id,
+                                state: "Dead".into(),
+                                ..DescribedGroup::default()
+                            };
+                        }
+                        DescribedGroup {
+                            error_code: ErrorCode::NONE,
+                            group_id,
+                            state: group.state().into(),
+                            assignor: "sticky".into(),
+                            generation_id: group.generation,
+                            members: group
+                                .members
+                                .iter()
+                                .map(|(member_id, topics)| DescribedMember {
+                                    member_id: member_id.clone(),
+                                    client_id: "mq-client".into(),
+                                    client_host: "127.0.0.1".into(),
+                                    topics: topics.clone(),
+                                    assignment: by_topic(
+                                        group.assigned.get(member_id).map_or(&[], Vec::as_slice),
+                                    ),
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect();
+                Response::DescribeGroups(DescribeGroupsResponse { groups })
+            }
+            Request::ListGroups => {
+                let group = self.group.lock().unwrap();
+                let groups = group
+                    .known()
+                    .then(|| ListedGroup {
+                        group_id: "g".into(),
+                        state: group.state().into(),
+                        members: group.members.len() as i32,
+                    })
+                    .into_iter()
+                    .collect();
+                Response::ListGroups(ListGroupsResponse {
+                    error_code: ErrorCode::NONE,
+                    groups,
+                })
+            }
+            Request::DeleteGroups(request) => {
+                let mut group = self.group.lock().unwrap();
+                let groups = request
+                    .groups
+                    .into_iter()
+                    .map(|group_id| {
+                        let code = if group_id != "g" || !group.known() {
+                            ErrorCode::GROUP_ID_NOT_FOUND
+                        } else if !group.members.is_empty() {
+                            ErrorCode::NON_EMPTY_GROUP
+                        } else {
+                            group.committed.clear();
+                            ErrorCode::NONE
+                        };
+                        (group_id, code)
+                    })
+                    .collect();
+                Response::DeleteGroups(GroupErrorsResponse { groups })
+            }
+            other => panic!("not a group request: {other:?}"),
+        }
+    }
+
+    /// Holds a heartbeat while the member's generation is current and stable, up to
+    /// `max_wait_ms`, as the real coordinator does.
+    async fn heartbeat(&self, member_id: &str, generation: i32, max_wait_ms: i32) -> ErrorCode {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(max_wait_ms.max(0) as u64);
+        loop {
+            let changed = self.group_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let group = self.group.lock().unwrap();
+                if !group.members.contains_key(member_id) {
+                    return ErrorCode::UNKNOWN_MEMBER_ID;
+                }
+                if generation != group.generation {
+                    return ErrorCode::ILLEGAL_GENERATION;
+                }
+                if group.rebalancing {
+                    return ErrorCode::REBALANCE_IN_PROGRESS;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return ErrorCode::NONE;
+            }
+        }
+    }
+
+    async fn commit(&self, request: mq_client::protocol::request::OffsetCommitRequest) -> Response {
+        let offsets: Vec<(String, i32, i64)> = request
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (topic.name.clone(), partition.partition, partition.offset))
+            })
+            .collect();
+        let listed: Vec<String> = offsets
+            .iter()
+            .map(|(topic, partition, offset)| format!("{topic}-{partition}@{offset}"))
+            .collect();
+        let listed = listed.join(" ");
+        self.event(format!(
+            "OffsetCommit {} {} {listed}",
+            request.generation_id,
+            or_dash(&request.member_id)
+        ));
+        let (code, slow) = {
+            let group = self.group.lock().unwrap();
+            let code = if request.generation_id == -1 && request.member_id.is_empty() {
+                if group.members.is_empty() {
+                    ErrorCode::NONE
+                } else {
+                    ErrorCode::NON_EMPTY_GROUP
+                }
+            } else if !group.members.contains_key(&request.member_id) {
+                ErrorCode::UNKNOWN_MEMBER_ID
+            } else if request.generation_id != group.generation {
+                ErrorCode::ILLEGAL_GENERATION
+            } else {
+                ErrorCode::NONE
+            };
+            let slow = offsets
+                .iter()
+                .any(|(_, _, offset)| Some(*offset) == group.slow_offset);
+            (code, slow)
+        };
+        if slow {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if code == ErrorCode::NONE {
+            let mut group = self.group.lock().unwrap();
+            for (topic, partition, offset) in &offsets {
+                group.committed.insert((topic.clone(), *partition), *offset);
+            }
+            self.event(format!("committed {listed}"));
+        }
+        Response::OffsetCommit(PartitionErrorsResponse {
+            topics: request
+                .topics
+                .into_iter()
+                .map(|topic| TopicPartitionErrors {
+                    partitions: topic
+                        .partitions
+                        .iter()
+                        .map(|partition| (partition.partition, code))
+                        .collect(),
+                    name: topic.name,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn sync_error(error_code: ErrorCode) -> Response {
+    Response::SyncGroup(SyncGroupResponse {
+        error_code,
+        assignment: Vec::new(),
+    })
+}
+
+/// Settings for a group member against the fake: quick fetches, heartbeats held long enough
+/// that only a rebalance ends one early, no auto-commit unless a test asks.
+fn group_config() -> ConsumerConfig {
+    ConsumerConfig {
+        heartbeat_interval: Duration::from_secs(2),
+        session_timeout: Duration::from_secs(6),
+        auto_commit: false,
+        ..consumer_config()
+    }
+}
+
+/// Notes rebalance callbacks among the fake broker's events; commits the positions on
+/// revocation when told to.
+struct Recorder {
+    broker: Arc<FakeBroker>,
+    commit_on_revoke: bool,
+}
+
+impl RebalanceListener for Recorder {
+    async fn on_partitions_revoked(&mut self, consumer: &mut Consumer, revoked: &[TopicPartition]) {
+        self.broker.event(format!("revoked {}", names(revoked)));
+        if self.commit_on_revoke {
+            consumer.commit_sync().await.unwrap();
+        }
+    }
+
+    async fn on_partitions_assigned(&mut self, _: &mut Consumer, assigned: &[TopicPartition]) {
+        self.broker.event(format!("assigned {}", names(assigned)));
+    }
+}
+
+/// Polls until the consumer has joined its group.
+async fn join(consumer: &mut Consumer) {
+    for _ in 0..50 {
+        if consumer.group_generation().is_some() {
+            return;
+        }
+        consumer.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    panic!("the consumer did not join its group");
+}
+
+/// Waits until `condition` holds, for up to 5 s.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_member_starts_at_the_committed_offsets_auto_commits_and_leaves_on_close() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    broker.append("t", 0, &[&["a", "b", "c", "d"]]);
+    broker.append("t", 1, &[&["e", "f"]]);
+    broker
+        .group
+        .lock()
+        .unwrap()
+        .committed
+        .insert(("t".into(), 0), 2);
+    let config = ConsumerConfig {
+        auto_commit: true,
+        auto_commit_interval: Duration::from_millis(100),
+        ..group_config()
+    };
+    let mut consumer = Consumer::new(broker.client().await, config).unwrap();
+    consumer.subscribe("g", &["t"]).unwrap();
+    assert_eq!(consumer.group_generation(), None, "joins in poll");
+    let mut values = poll_values(&mut consumer, 4).await;
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            (0, "e".into()),
+            (1, "f".into()),
+            (2, "c".into()),
+            (3, "d".into())
+        ],
+        "t-0 from its committed offset, t-1 (none committed) from the earliest"
+    );
+    assert_eq!(consumer.group_generation(), Some(1));
+    assert_eq!(consumer.member_id(), Some("member-1"));
+    assert_eq!(
+        broker.events()[..4],
+        [
+            "FindCoordinator",
+            "JoinGroup -",
+            "SyncGroup 1",
+            "OffsetFetch t-0 t-1"
+        ]
+    );
+    // A poll after the interval commits what the earlier polls returned.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    consumer.poll(Duration::from_millis(10)).await.unwrap();
+    eventually("the auto-commit", || {
+        broker
+            .events()
+            .contains(&"committed t-0@4 t-1@2".to_string())
+    })
+    .await;
+    broker.event("closing");
+    consumer.close().await.unwrap();
+    assert_eq!(
+        broker.events_since("closing"),
+        [
+            "closing",
+            "OffsetCommit 1 member-1 t-0@4 t-1@2",
+            "committed t-0@4 t-1@2",
+            "LeaveGroup member-1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_rebalance_revokes_through_the_listener_then_rejoins_at_once() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.append("t", 0, &[&["a", "b", "c"]]);
+    let mut consumer = Consumer::new(broker.client().await, group_config()).unwrap();
+    consumer.set_rebalance_listener(Recorder {
+        broker: Arc::clone(&broker),
+        commit_on_revoke: true,
+    });
+    consumer.subscribe("g", &["t"]).unwrap();
+    assert_eq!(poll_values(&mut consumer, 3).await.len(), 3);
+    // The heartbeat is held (for up to 2 s): only the rebalance ends it early.
+    broker.start_rebalance();
+    assert!(consumer
+        .poll(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        broker.events_since("rebalance"),
+        [
+            "rebalance",
+            "revoked t-0",
+            "OffsetCommit 1 member-1 t-0@3",
+            "committed t-0@3",
+            "JoinGroup member-1",
+            "SyncGroup 2",
+            // The partition stays: it keeps its position, no committed offset is read.
+            "assigned t-0"
+        ],
+        "the listener commits in the old generation before the member rejoins"
+    );
+    let reaction = broker.event_time("JoinGroup member-1") - broker.event_time("rebalance");
+    assert!(
+        reaction < Duration::from_millis(300),
+        "rejoined {reaction:?} after the rebalance began"
+    );
+    assert_eq!(consumer.group_generation(), Some(2));
+    consumer.close().await.unwrap();
+    assert_eq!(
+        broker.events().last().unwrap(),
+        "LeaveGroup member-1",
+        "close tells the listener (which commits), then leaves"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_partition_keeps_its_position_and_a_new_one_starts_at_its_commit() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    broker.append("t", 0, &[&["a", "b", "c"]]);
+    broker.append("t", 1, &[&["x", "y", "z"]]);
+    {
+        let mut group = broker.group.lock().unwrap();
+        group.committed.insert(("t".into(), 1), 1);
+        group.assignments = VecDeque::from([
+            vec![("t".to_string(), 0)],
+            vec![("t".to_string(), 0), ("t".to_string(), 1)],
+        ]);
+    }
+    let mut consumer = Consumer::new(broker.client().await, group_config()).unwrap();
+    consumer.subscribe("g", &["t"]).unwrap();
+    let values = poll_values(&mut consumer, 3).await;
+    assert_eq!(values, [(0, "a".into()), (1, "b".into()), (2, "c".into())]);
+    // Nothing was committed for t-0: after the rebalance only its position in memory says
+    // where the member was.
+    broker.start_rebalance();
+    eventually("the heartbeat to report the rebalance", || {
+        broker.events().contains(&"rebalance".to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.append("t", 0, &[&["d"]]);
+    let mut values = poll_values(&mut consumer, 3).await;
+    values.sort();
+    assert_eq!(values, [(1, "y".into()), (2, "z".into()), (3, "d".into())]);
+    assert_eq!(consumer.group_generation(), Some(2));
+    let fetches: Vec<String> = broker
+        .events_since("rebalance")
+        .into_iter()
+        .filter(|event| event.starts_with("OffsetFetch"))
+        .collect();
+    assert_eq!(
+        fetches,
+        ["OffsetFetch t-1"],
+        "only the new partition's is read"
+    );
+}
+
+#[tokio::test]
+async fn a_member_the_coordinator_forgot_joins_anew_from_the_committed_offsets() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.append("t", 0, &[&["a", "b", "c"]]);
+    let mut consumer = Consumer::new(broker.client().await, group_config()).unwrap();
+    consumer.subscribe("g", &["t"]).unwrap();
+    assert_eq!(poll_values(&mut consumer, 3).await.len(), 3);
+    consumer
+        .commit_offsets(&[(TopicPartition::new("t", 0), 1)])
+        .await
+        .unwrap();
+    broker.forget_members();
+    let values = poll_values(&mut consumer, 2).await;
+    assert_eq!(
+        values,
+        [(1, "b".into()), (2, "c".into())],
+        "a new member reads the committed offset, not the old member's position"
+    );
+    assert_eq!(consumer.member_id(), Some("member-2"));
+    assert_eq!(
+        broker.events_since("forget")[1..4],
+        ["JoinGroup -", "SyncGroup 2", "OffsetFetch t-0"]
+    );
+}
+
+#[tokio::test]
+async fn commits_are_applied_in_the_order_they_were_made() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.group.lock().unwrap().slow_offset = Some(5);
+    let mut consumer = Consumer::new(broker.client().await, group_config()).unwrap();
+    consumer.subscribe("g", &["t"]).unwrap();
+    join(&mut consumer).await;
+    let partition = TopicPartition::new("t", 0);
+    // Dropping the handle does not cancel the commit.
+    drop(consumer.commit_offsets_async(vec![(partition.clone(), 5)]));
+    let second = consumer.commit_offsets_async(vec![(partition.clone(), 6)]);
+    consumer
+        .commit_offsets(&[(partition.clone(), 7)])
+        .await
+        .unwrap();
+    second.await.unwrap();
+    let applied: Vec<String> = broker
+        .events()
+        .into_iter()
+        .filter(|event| event.starts_with("committed"))
+        .collect();
+    assert_eq!(
+        applied,
+        ["committed t-0@5", "committed t-0@6", "committed t-0@7"],
+        "the slow first commit is not overtaken"
+    );
+    let committed = consumer
+        .committed(&[partition.clone(), TopicPartition::new("t", 1)])
+        .await
+        .unwrap();
+    assert_eq!(committed[&partition], Some(7));
+    assert_eq!(committed[&TopicPartition::new("t", 1)], None);
+    let error = consumer
+        .commit_offsets(&[(partition, -1)])
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "invalid offset: -1 for t-0 is negative");
+}
+
+#[tokio::test]
+async fn group_operations_need_a_subscription_and_exclude_assigning_by_hand() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = broker.client().await;
+    let mut manual = Consumer::new(client.clone(), group_config()).unwrap();
+    manual.assign([("t", 0)]);
+    let error = manual.commit_sync().await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "commit needs a group: this consumer has not subscribed to one"
+    );
+    let error = manual.subscribe("g", &["t"]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot subscribe: this consumer's partitions are assigned by hand"
+    );
+    manual.close().await.unwrap();
+
+    let mut member = Consumer::new(client, group_config()).unwrap();
+    member.subscribe("g", &["t"]).unwrap();
+    let error = member
+        .commit_offsets(&[(TopicPartition::new("t", 0), 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "group g: this consumer is not a member yet: poll first"
+    );
+    member.assign([("t", 0)]);
+    let error = member.poll(Duration::from_millis(10)).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot assign partitions by hand: this consumer is subscribed to group g"
+    );
+    let error = member.subscribe("h", &["t"]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot subscribe to group h: this consumer is subscribed to group g"
+    );
+    assert!(member.subscribe("", &["t"]).is_err());
+    member.close().await.unwrap();
+    assert!(
+        !broker
+            .events()
+            .iter()
+            .any(|event| event.starts_with("LeaveGroup")),
+        "a consumer that never joined has nothing to leave"
+    );
+}
+
+#[tokio::test]
+async fn admin_lists_describes_resets_and_deletes_groups() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    broker.append("t", 0, &[&["a", "b", "c"]]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    let nobody = admin.describe_group("nobody").await.unwrap();
+    assert_eq!((nobody.state.as_str(), nobody.members.len()), ("Dead", 0));
+    assert!(admin.list_groups().await.unwrap().is_empty());
+
+    let t0 = TopicPartition::new("t", 0);
+    let t1 = TopicPartition::new("t", 1);
+    admin
+        .alter_committed_offsets("g", &[(t0.clone(), 2), (t1.clone(), 0)])
+        .await
+        .unwrap();
+    let committed = admin.committed_offsets("g").await.unwrap();
+    assert_eq!(committed[&t0].offset, 2);
+    assert_eq!(committed[&t1].offset, 0);
+
+    let mut member = Consumer::new(client, group_config()).unwrap();
+    member.subscribe("g", &["t"]).unwrap();
+    join(&mut member).await;
+    let groups = admin.list_groups().await.unwrap();
+    assert_eq!(
+        groups,
+        [mq_client::GroupListing {
+            group_id: "g".into(),
+            state: "Stable".into(),
+            members: 1
+        }]
+    );
+    let description = admin.describe_group("g").await.unwrap();
+    assert_eq!(description.state, "Stable");
+    assert_eq!(description.generation_id, 1);
+    assert_eq!(description.members[0].member_id, "member-1");
+    assert_eq!(description.members[0].topics, ["t"]);
+    assert_eq!(description.members[0].assignment, [t0.clone(), t1.clone()]);
+    let error = admin
+        .alter_committed_offsets("g", &[(t0.clone(), 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "group g has active members: stop them before resetting its offsets"
+    );
+    let error = admin.delete_group("g").await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "group g has active members: stop them before deleting it"
+    );
+    member.close().await.unwrap();
+    admin.delete_group("g").await.unwrap();
+    let error = admin.delete_group("g").await.unwrap_err();
+    assert_eq!(error.to_string(), "group g does not exist");
+
+    let earliest = admin
+        .list_offsets(&[t0.clone(), t1.clone()], OffsetSpec::Earliest)
+        .await
+        .unwrap();
+    let latest = admin
+        .list_offsets(&[t0.clone(), t1.clone()], OffsetSpec::Latest)
+        .await
+        .unwrap();
+    assert_eq!((earliest[&t0], latest[&t0], latest[&t1]), (0, 3, 0));
 }

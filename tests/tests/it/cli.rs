@@ -225,3 +225,194 @@ fn consume_into_a_closed_pipe_exits_cleanly() {
         text(&output.stderr)
     );
 }
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The committed offsets `mq-admin group describe --format json` shows, by partition.
+fn committed_offsets(broker: &BrokerProcess, group: &str) -> Vec<serde_json::Value> {
+    let described = json(&tool(
+        broker,
+        "mq-admin",
+        &["group", "describe", group, "--format", "json"],
+        "",
+    ));
+    described["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["committed_offset"].clone())
+        .collect()
+}
+
+#[test]
+fn groups_are_listed_described_reset_and_deleted() {
+    let broker = BrokerProcess::start();
+    let admin = |args: &[&str]| tool(&broker, "mq-admin", args, "");
+    assert!(admin(&["topic", "create", "orders", "--partitions", "2"])
+        .status
+        .success());
+    let lines: String = (0..10).map(|index| format!("order {index}\n")).collect();
+    assert!(tool(&broker, "mq-produce", &["--topic", "orders"], &lines)
+        .status
+        .success());
+    let group_consume = || {
+        tool(
+            &broker,
+            "mq-consume",
+            &["--topic", "orders", "--group", "billing", "-e"],
+            "",
+        )
+    };
+    // A new group starts at the earliest offset, and commits what it printed on exit.
+    let first = group_consume();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(text(&first.stdout).lines().count(), 10);
+    let again = group_consume();
+    assert_eq!(
+        text(&again.stdout),
+        "",
+        "resumes after the committed offsets"
+    );
+
+    let listed = text(&admin(&["group", "list"]).stdout);
+    assert_eq!(listed.trim(), "billing");
+    let described = json(&admin(&[
+        "group", "describe", "billing", "--format", "json",
+    ]));
+    assert_eq!(described["state"], "Empty");
+    let rows = described["offsets"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["committed_offset"], row["log_end_offset"], "{row}");
+        assert_eq!(row["lag"], 0);
+    }
+    let text_description = text(&admin(&["group", "describe", "billing"]).stdout);
+    assert!(
+        text_description.contains("state Empty") && text_description.contains("lag"),
+        "{text_description}"
+    );
+
+    // Resetting needs --yes, and no live members.
+    let unconfirmed = admin(&[
+        "group",
+        "reset-offsets",
+        "billing",
+        "--topic",
+        "orders",
+        "--to-earliest",
+    ]);
+    assert!(!unconfirmed.status.success());
+    assert!(
+        text(&unconfirmed.stderr).starts_with("error: resetting the offsets of group 'billing'")
+    );
+    let mut member = Command::new(binary("mq-consume"))
+        .args([
+            "-b",
+            &broker.bootstrap(),
+            "--topic",
+            "orders",
+            "--group",
+            "billing",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let described = json(&admin(&[
+            "group", "describe", "billing", "--format", "json",
+        ]));
+        if described["members"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the member never joined"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let refused = admin(&[
+        "group",
+        "reset-offsets",
+        "billing",
+        "--topic",
+        "orders",
+        "--to-earliest",
+        "--yes",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("active member"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    member.kill().unwrap();
+    member.wait().unwrap();
+    // The killed member stays until its session times out (10 s); then the reset works.
+    let started = std::time::Instant::now();
+    loop {
+        let reset = admin(&[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to-earliest",
+            "--yes",
+        ]);
+        if reset.status.success() {
+            assert!(text(&reset.stdout).contains("new offset"));
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            text(&reset.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        committed_offsets(&broker, "billing"),
+        vec![serde_json::json!(0), serde_json::json!(0)]
+    );
+    let replayed = group_consume();
+    assert_eq!(
+        text(&replayed.stdout).lines().count(),
+        10,
+        "reprocessed from the start"
+    );
+    // --to-offset is kept within each partition's log.
+    assert!(admin(&[
+        "group",
+        "reset-offsets",
+        "billing",
+        "--topic",
+        "orders",
+        "--to-offset",
+        "1000000",
+        "--yes"
+    ])
+    .status
+    .success());
+    let ends = json(&admin(&[
+        "group", "describe", "billing", "--format", "json",
+    ]));
+    for row in ends["offsets"].as_array().unwrap() {
+        assert_eq!(row["committed_offset"], row["log_end_offset"], "{row}");
+    }
+
+    let unconfirmed = admin(&["group", "delete", "billing"]);
+    assert!(text(&unconfirmed.stderr)
+        .starts_with("error: deleting group 'billing' removes its committed offsets; add --yes"));
+    let deleted = admin(&["group", "delete", "billing", "--yes"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let gone = admin(&["group", "describe", "billing"]);
+    assert!(!gone.status.success());
+    assert_eq!(
+        text(&gone.stderr).trim(),
+        "error: group 'billing' does not exist"
+    );
+    assert_eq!(text(&admin(&["group", "list"]).stdout), "");
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod cli;
+mod groups;
 mod produce_consume;
 mod raw_protocol;
 mod tidy;

@@ -1,26 +1,41 @@
 //! `mq-consume`: prints the records of a topic (all partitions, or one), from the end, the
-//! beginning, or an offset; follows the log until Ctrl-C unless told to stop at its end or
-//! after a count.
+//! beginning, or an offset; or, with `--group`, the partitions a consumer group gives it,
+//! from the group's committed offsets. Follows the log until Ctrl-C or SIGTERM unless told to
+//! stop at its end or after a count.
+//!
+//! In a group it commits, for each partition, the offset after the last record it printed
+//! (flushed to stdout): every few seconds, before giving a partition up in a rebalance, and
+//! on exit. So members that join and leave cleanly never print a record twice, and a record
+//! is never committed before it was printed.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use mq_client::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo, TopicPartition};
+use mq_client::{
+    Client, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener, SeekTo,
+    TopicPartition,
+};
 use mq_tools::{json_bytes, BootstrapArgs};
+
+/// How often a group member commits what it printed.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Print the records of a topic.
 ///
-/// Without --from-beginning or --offset it prints records produced from now on. Without
-/// -e or -c it follows the topic until interrupted.
+/// Without --from-beginning or --offset it prints records produced from now on. With
+/// --group G it shares the topic's partitions with the group's other members and resumes
+/// from the group's committed offsets (a group without any starts per --reset, default
+/// earliest). Without -e or -c it follows the topic until interrupted.
 #[derive(Debug, Parser)]
 #[command(
     name = "mq-consume",
     version,
-    after_help = "Examples:\n  mq-consume --topic orders --from-beginning -e\n  mq-consume --topic orders                     # follow new records\n  mq-consume --topic orders --partition 2 --offset 100 -c 10\n  mq-consume --topic orders --from-beginning -e --format json | jq .value"
+    after_help = "Examples:\n  mq-consume --topic orders --from-beginning -e\n  mq-consume --topic orders                     # follow new records\n  mq-consume --topic orders --partition 2 --offset 100 -c 10\n  mq-consume --topic orders --group billing     # run several: they share the partitions\n  mq-consume --topic orders --from-beginning -e --format json | jq .value"
 )]
 struct Args {
     #[command(flatten)]
@@ -29,18 +44,23 @@ struct Args {
     #[arg(long, short = 't')]
     topic: String,
     /// Read only this partition (default: all of them).
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Option<i32>,
+    /// Consume as a member of this consumer group: the group's members share the partitions,
+    /// and each resumes from the group's committed offsets.
+    #[arg(long, short = 'g')]
+    group: Option<String>,
     /// Start at the first record still stored.
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
     /// Start at this offset (needs --partition).
-    #[arg(long, requires = "partition")]
+    #[arg(long, requires = "partition", conflicts_with = "group")]
     offset: Option<i64>,
-    /// Where to restart when the position is no longer stored (deleted by retention).
+    /// Where to start when a group has no committed offset, and where to restart when the
+    /// position is no longer stored (deleted by retention).
     #[arg(long, value_enum, default_value = "earliest")]
     reset: ResetArg,
-    /// Exit once every partition is read to its end.
+    /// Exit once every (assigned) partition is read to its end.
     #[arg(short = 'e', long)]
     exit_at_end: bool,
     /// Exit after this many records.
@@ -70,14 +90,27 @@ fn main() -> ExitCode {
 
 async fn consume(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.bootstrap.connect("mq-consume").await?;
-    let topic = client.topic(&args.topic).await?;
     let config = ConsumerConfig {
-        reset: match args.reset {
-            ResetArg::Earliest => OffsetReset::Earliest,
-            ResetArg::Latest => OffsetReset::Latest,
+        reset: match (args.reset, args.group.is_some() && args.from_beginning) {
+            (_, true) | (ResetArg::Earliest, _) => OffsetReset::Earliest,
+            (ResetArg::Latest, false) => OffsetReset::Latest,
         },
+        auto_commit: false,
         ..ConsumerConfig::default()
     };
+    match args.group.clone() {
+        Some(group) => consume_in_group(&args, client, config, &group).await,
+        None => consume_assigned(&args, client, config).await,
+    }
+}
+
+/// Reads the chosen partitions (all by default) from the chosen start.
+async fn consume_assigned(
+    args: &Args,
+    client: Client,
+    config: ConsumerConfig,
+) -> anyhow::Result<ExitCode> {
+    let topic = client.topic(&args.topic).await?;
     let mut consumer = Consumer::new(client, config).context("starting the consumer")?;
     match args.partition {
         Some(partition) => {
@@ -110,7 +143,7 @@ async fn consume(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let interrupted = tokio::signal::ctrl_c();
+    let interrupted = mq_tools::shutdown_signal();
     tokio::pin!(interrupted);
     loop {
         if args.count.is_some_and(|count| printed >= count) {
@@ -140,6 +173,197 @@ async fn consume(args: Args) -> anyhow::Result<ExitCode> {
         stdout.flush()?;
     }
     stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a group member printed and committed, shared with its rebalance listener.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Per partition: the offset after the last record printed and flushed.
+    printed: HashMap<TopicPartition, i64>,
+    /// Per partition: the offset last committed.
+    committed: HashMap<TopicPartition, i64>,
+    /// Set when a new assignment arrives (the end offsets for `-e` are then stale).
+    assignment_changed: bool,
+}
+
+impl Progress {
+    /// Printed offsets not committed yet, of every partition (`None`) or of `only`.
+    fn pending(&self, only: Option<&[TopicPartition]>) -> Vec<(TopicPartition, i64)> {
+        self.printed
+            .iter()
+            .filter(|(partition, offset)| {
+                only.is_none_or(|only| only.contains(partition))
+                    && self.committed.get(*partition) != Some(offset)
+            })
+            .map(|(partition, offset)| (partition.clone(), *offset))
+            .collect()
+    }
+
+    fn mark_committed(&mut self, offsets: &[(TopicPartition, i64)]) {
+        for (partition, offset) in offsets {
+            self.committed.insert(partition.clone(), *offset);
+        }
+    }
+
+    /// Drops what is known of partitions given up: their next owner commits them now.
+    fn forget(&mut self, partitions: &[TopicPartition]) {
+        for partition in partitions {
+            self.printed.remove(partition);
+            self.committed.remove(partition);
+        }
+    }
+}
+
+/// Locks the progress; a panic elsewhere cannot leave it half-updated (every update is a
+/// single map operation), so a poisoned lock is still usable.
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Commits `offsets` (waiting for the broker's acknowledgement) and records them as committed.
+async fn commit(
+    consumer: &mut Consumer,
+    progress: &Mutex<Progress>,
+    offsets: Vec<(TopicPartition, i64)>,
+) -> anyhow::Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    consumer.commit_offsets(&offsets).await?;
+    lock(progress).mark_committed(&offsets);
+    Ok(())
+}
+
+/// Commits what was printed from partitions before the group takes them away.
+struct CommitBeforeRevoke {
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl RebalanceListener for CommitBeforeRevoke {
+    async fn on_partitions_revoked(&mut self, consumer: &mut Consumer, revoked: &[TopicPartition]) {
+        let pending = lock(&self.progress).pending(Some(revoked));
+        if let Err(error) = commit(consumer, &self.progress, pending).await {
+            eprintln!("warning: committing before a rebalance failed: {error:#}");
+        }
+        lock(&self.progress).forget(revoked);
+    }
+
+    /// Takes each new partition's starting position as printed-up-to, so that a partition
+    /// with nothing to print still gets a committed offset (where a later member resumes).
+    async fn on_partitions_assigned(
+        &mut self,
+        consumer: &mut Consumer,
+        assigned: &[TopicPartition],
+    ) {
+        let mut starts = Vec::with_capacity(assigned.len());
+        for partition in assigned {
+            // Without a position now (broker unreachable), the partition is committed once
+            // something from it is printed.
+            if let Ok(start) = consumer
+                .position(&partition.topic, partition.partition)
+                .await
+            {
+                starts.push((partition.clone(), start));
+            }
+        }
+        let mut progress = lock(&self.progress);
+        for (partition, start) in starts {
+            progress.printed.entry(partition).or_insert(start);
+        }
+        progress.assignment_changed = true;
+    }
+}
+
+/// Reads the partitions the group assigns, from its committed offsets, committing what it
+/// printed.
+async fn consume_in_group(
+    args: &Args,
+    client: Client,
+    config: ConsumerConfig,
+    group: &str,
+) -> anyhow::Result<ExitCode> {
+    // Fail early and clearly on a missing topic rather than waiting in an empty group.
+    client.topic(&args.topic).await?;
+    let mut consumer = Consumer::new(client, config).context("starting the consumer")?;
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    consumer.set_rebalance_listener(CommitBeforeRevoke {
+        progress: Arc::clone(&progress),
+    });
+    consumer
+        .subscribe(group, &[args.topic.as_str()])
+        .with_context(|| format!("joining group '{group}'"))?;
+    let mut stdout = std::io::stdout().lock();
+    let mut printed = 0u64;
+    let mut ends: Option<HashMap<TopicPartition, i64>> = None;
+    let mut last_commit = Instant::now();
+    let interrupted = mq_tools::shutdown_signal();
+    tokio::pin!(interrupted);
+    let outcome: anyhow::Result<()> = async {
+        loop {
+            if args.count.is_some_and(|count| printed >= count) {
+                return Ok(());
+            }
+            if args.exit_at_end && consumer.group_generation().is_some() {
+                let changed = std::mem::take(&mut lock(&progress).assignment_changed);
+                if changed || ends.is_none() {
+                    ends = Some(consumer.end_offsets(&consumer.assignment()).await?);
+                }
+                if let Some(targets) = &ends {
+                    if at_end(&mut consumer, targets).await? {
+                        let latest = consumer.end_offsets(&consumer.assignment()).await?;
+                        if at_end(&mut consumer, &latest).await? {
+                            return Ok(());
+                        }
+                        ends = Some(latest);
+                    }
+                }
+            }
+            if last_commit.elapsed() >= COMMIT_INTERVAL {
+                last_commit = Instant::now();
+                let pending = lock(&progress).pending(None);
+                if let Err(error) = commit(&mut consumer, &progress, pending).await {
+                    eprintln!("warning: periodic commit failed: {error:#}");
+                }
+            }
+            let records = tokio::select! {
+                _ = &mut interrupted => return Ok(()),
+                records = consumer.poll(Duration::from_millis(500)) => records?,
+            };
+            let mut newly_printed = Vec::new();
+            for record in records {
+                if args.count.is_some_and(|count| printed >= count) {
+                    break;
+                }
+                print_record(&mut stdout, &record, args.format)?;
+                printed += 1;
+                newly_printed.push((
+                    TopicPartition::new(record.topic, record.partition),
+                    record.offset + 1,
+                ));
+            }
+            // Only what reached stdout counts as printed, and so may be committed.
+            stdout.flush()?;
+            let mut progress = lock(&progress);
+            for (partition, next) in newly_printed {
+                progress.printed.insert(partition, next);
+            }
+        }
+    }
+    .await;
+    let flushed = stdout.flush();
+    // Commit what was printed even when the loop failed (say, stdout closed by `head`).
+    let pending = lock(&progress).pending(None);
+    let committed = commit(&mut consumer, &progress, pending)
+        .await
+        .with_context(|| format!("committing the offsets of group '{group}'"));
+    let closed = consumer.close().await.context("leaving the group");
+    outcome?;
+    flushed?;
+    committed?;
+    closed?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -700,3 +700,35 @@ async fn retention_deletes_old_segments_and_a_consumer_below_the_log_start_is_re
     );
     consumer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_removes_its_files_and_its_committed_offsets() {
+    let broker = BrokerProcess::start();
+    let client = connect(&broker).await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("doomed", 2, 1, &[]).await.unwrap();
+    admin.create_topic("kept", 1, 1, &[]).await.unwrap();
+    produce(&client, "doomed", "d", 0..10).await;
+    let offsets = vec![
+        (TopicPartition::new("doomed", 0), 3),
+        (TopicPartition::new("doomed", 1), 4),
+        (TopicPartition::new("kept", 0), 0),
+    ];
+    admin.alter_committed_offsets("g", &offsets).await.unwrap();
+    let dirs = [
+        broker.data_dir.join("doomed-0"),
+        broker.data_dir.join("doomed-1"),
+    ];
+    assert!(dirs.iter().all(|dir| dir.is_dir()));
+    admin.delete_topic("doomed").await.unwrap();
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
+    assert!(broker.data_dir.join("kept-0").is_dir());
+    let committed = admin.committed_offsets("g").await.unwrap();
+    assert_eq!(
+        committed.keys().cloned().collect::<Vec<_>>(),
+        vec![TopicPartition::new("kept", 0)],
+        "only the remaining topic's offset is left"
+    );
+}

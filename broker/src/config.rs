@@ -60,6 +60,8 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: u64,
     /// The most members one consumer group may have.
     pub group_max_size: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// The committed-offsets log is compacted once it holds more records than this (and
     /// more than twice as many as there are live offsets).
     pub offsets_compact_min_records: u64,
@@ -86,6 +88,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 300_000,
             group_max_size: 1000,
             offsets_compact_min_records: 10_000,
+            metrics_listen: None,
             topic_defaults: TopicConfig::default(),
         }
     }

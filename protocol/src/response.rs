@@ -166,6 +166,58 @@ impl Response {
     }
 }
 
+impl Response {
+    /// Whether any error code in the body is not `NONE`: of the response, or of any topic,
+    /// partition or group in it. (For metrics: which answers carried an error.)
+    pub fn has_error(&self) -> bool {
+        fn any<T>(items: &[T], error: impl Fn(&T) -> bool) -> bool {
+            items.iter().any(error)
+        }
+        let failed = |code: &ErrorCode| !code.is_ok();
+        match self {
+            Response::ApiVersions(_) => false,
+            Response::Metadata(response) => any(&response.topics, |topic| {
+                failed(&topic.error_code)
+                    || any(&topic.partitions, |partition| failed(&partition.error_code))
+            }),
+            Response::CreateTopics(response)
+            | Response::DeleteTopics(response)
+            | Response::CreatePartitions(response) => {
+                any(&response.topics, |topic| failed(&topic.error_code))
+            }
+            Response::Produce(response) => any(&response.topics, |topic| {
+                any(&topic.partitions, |partition| failed(&partition.error_code))
+            }),
+            Response::Fetch(response) => any(&response.topics, |topic| {
+                any(&topic.partitions, |partition| failed(&partition.error_code))
+            }),
+            Response::ListOffsets(response) => any(&response.topics, |topic| {
+                any(&topic.partitions, |partition| failed(&partition.error_code))
+            }),
+            Response::OffsetCommit(response) => any(&response.topics, |topic| {
+                any(&topic.partitions, |(_, code)| failed(code))
+            }),
+            Response::OffsetFetch(response) => {
+                failed(&response.error_code)
+                    || any(&response.topics, |topic| {
+                        any(&topic.partitions, |partition| failed(&partition.error_code))
+                    })
+            }
+            Response::FindCoordinator(response) => failed(&response.error_code),
+            Response::JoinGroup(response) => failed(&response.error_code),
+            Response::Heartbeat(response) | Response::LeaveGroup(response) => {
+                failed(&response.error_code)
+            }
+            Response::SyncGroup(response) => failed(&response.error_code),
+            Response::DescribeGroups(response) => {
+                any(&response.groups, |group| failed(&group.error_code))
+            }
+            Response::ListGroups(response) => failed(&response.error_code),
+            Response::DeleteGroups(response) => any(&response.groups, |(_, code)| failed(code)),
+        }
+    }
+}
+
 /// The APIs a broker speaks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApiVersionsResponse {

@@ -75,6 +75,9 @@ struct Args {
     /// Compact the committed-offsets log above this many records [default: 10000].
     #[arg(long, env = "MQ_OFFSETS_COMPACT_MIN_RECORDS")]
     offsets_compact_min_records: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
+    #[arg(long, env = "MQ_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Default partitions of new topics [default: 1].
     #[arg(long, env = "MQ_PARTITIONS")]
     partitions: Option<i32>,
@@ -176,6 +179,9 @@ fn settings(args: Args) -> anyhow::Result<BrokerConfig> {
     if args.advertised_listener.is_some() {
         config.advertised_listener = args.advertised_listener;
     }
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
     let topic = &mut config.topic_defaults;
     macro_rules! set_topic {
         ($($field:ident),*) => { $(if let Some(value) = args.$field { topic.$field = value; })* };
@@ -197,14 +203,30 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr().context("reading the bound address")?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?,
+        ),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, bound))
         .await
         .context("opening the broker")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     tracing::info!(address = %bound, node_id = broker.config.node_id, "listening");
+    let broker = Arc::new(broker);
+    if let Some(metrics_listener) = metrics_listener {
+        let address = metrics_listener
+            .local_addr()
+            .context("reading the metrics address")?;
+        tracing::info!(%address, "serving metrics at /metrics");
+        tokio::spawn(server::serve_metrics(metrics_listener, Arc::clone(&broker)));
+    }
     println!("mq-broker listening on {bound}");
-    server::run(listener, Arc::new(broker), shutdown_signal()).await;
+    server::run(listener, broker, shutdown_signal()).await;
     Ok(())
 }
 

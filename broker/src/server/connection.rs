@@ -11,11 +11,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mq_protocol::codec::{self, FrameCodec};
-use mq_protocol::request::{OffsetCommitRequest, ProduceRequest, Request, RequestHeader};
+use mq_protocol::request::{ApiKey, OffsetCommitRequest, ProduceRequest, Request, RequestHeader};
 use mq_protocol::response::{Response, ResponseHeader};
 use mq_protocol::wire::Reader;
 use mq_protocol::{DecodeError, ErrorCode};
@@ -35,7 +35,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     let (mut read_half, write_half) = stream.into_split();
     let in_flight_max = broker.config.max_in_flight_requests;
     let (responses, queue) = mpsc::channel::<Bytes>(in_flight_max);
-    let writer = tokio::spawn(write_responses(write_half, queue));
+    let writer = tokio::spawn(write_responses(write_half, queue, Arc::clone(&broker)));
     let in_flight = Arc::new(Semaphore::new(in_flight_max));
     let (produces, produce_queue) = mpsc::channel(in_flight_max);
     let appender = tokio::spawn(append_in_order(
@@ -77,19 +77,21 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
                 break;
             }
         };
+        let started = Instant::now();
+        broker.metrics.received(frame.len() + 4);
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
         };
         match decode(frame) {
             Ok((header, Request::Produce(request))) => {
                 // Appends in arrival order: see `append_in_order`.
-                let queued = (header, InOrder::Produce(request), permit);
+                let queued = (header, InOrder::Produce(request), started, permit);
                 if produces.send(queued).await.is_err() {
                     break;
                 }
             }
             Ok((header, Request::OffsetCommit(request))) => {
-                let queued = (header, InOrder::OffsetCommit(request), permit);
+                let queued = (header, InOrder::OffsetCommit(request), started, permit);
                 if produces.send(queued).await.is_err() {
                     break;
                 }
@@ -102,22 +104,20 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
                     peer,
                 };
                 tokio::spawn(async move {
-                    let api = header.api_key.name();
                     let response = dispatch::handle(&broker, request, &context).await;
-                    if let Some(response) = response {
-                        send_response(&responses, &header, response).await;
-                    }
-                    tracing::trace!(api, "request done");
+                    answer(&broker, &responses, &header, started, response).await;
                     drop(permit);
                 });
             }
             Err(Refused {
+                api_key,
                 correlation_id,
                 code,
                 message,
                 close,
             }) => {
                 tracing::debug!(%peer, %message, "refused request");
+                broker.metrics.request(api_key, started.elapsed(), true);
                 if let Some(correlation_id) = correlation_id {
                     let header = ResponseHeader {
                         correlation_id,
@@ -150,8 +150,9 @@ enum InOrder {
     OffsetCommit(OffsetCommitRequest),
 }
 
-/// A request queued for its connection's appender, with its in-flight permit.
-type Queued = (RequestHeader, InOrder, OwnedSemaphorePermit);
+/// A request queued for its connection's appender, with its arrival time and its in-flight
+/// permit.
+type Queued = (RequestHeader, InOrder, Instant, OwnedSemaphorePermit);
 
 /// Appends the connection's produce and commit requests one at a time, in arrival order, so
 /// that pipelined produces to a partition keep their order (as Kafka guarantees per
@@ -163,24 +164,25 @@ async fn append_in_order(
     mut queue: mpsc::Receiver<Queued>,
     responses: mpsc::Sender<Bytes>,
 ) {
-    while let Some((header, request, permit)) = queue.recv().await {
+    while let Some((header, request, started, permit)) = queue.recv().await {
         let responses = responses.clone();
+        let broker = Arc::clone(&broker);
         match request {
             InOrder::Produce(request) => {
                 let pending = dispatch::produce_append(&broker, request).await;
                 tokio::spawn(async move {
-                    if let Some(response) = dispatch::produce_complete(pending).await {
-                        send_response(&responses, &header, Response::Produce(response)).await;
-                    }
+                    let response = dispatch::produce_complete(pending).await;
+                    let response = response.map(Response::Produce);
+                    answer(&broker, &responses, &header, started, response).await;
                     drop(permit);
                 });
             }
             InOrder::OffsetCommit(request) => {
                 let pending = broker.coordinator.commit_append(request).await;
-                let broker = Arc::clone(&broker);
                 tokio::spawn(async move {
                     let response = broker.coordinator.commit_complete(pending).await;
-                    send_response(&responses, &header, Response::OffsetCommit(response)).await;
+                    let response = Some(Response::OffsetCommit(response));
+                    answer(&broker, &responses, &header, started, response).await;
                     drop(permit);
                 });
             }
@@ -188,11 +190,22 @@ async fn append_in_order(
     }
 }
 
-async fn send_response(
+/// Records the request in the metrics and queues its response, if one is due (a produce
+/// with `acks=0` has none).
+async fn answer(
+    broker: &Broker,
     responses: &mpsc::Sender<Bytes>,
     header: &RequestHeader,
-    response: Response,
+    started: Instant,
+    response: Option<Response>,
 ) {
+    let error = response.as_ref().is_some_and(Response::has_error);
+    broker
+        .metrics
+        .request(header.api_key, started.elapsed(), error);
+    let Some(response) = response else {
+        return;
+    };
     let header = ResponseHeader {
         correlation_id: header.correlation_id,
         error_code: ErrorCode::NONE,
@@ -205,6 +218,8 @@ async fn send_response(
 
 /// A request refused before dispatch.
 struct Refused {
+    /// The request's API, if its header could be read (for metrics).
+    api_key: ApiKey,
     /// The request's correlation id, if its header could be read.
     correlation_id: Option<i32>,
     /// The error to answer.
@@ -218,12 +233,14 @@ struct Refused {
 fn decode(frame: BytesMut) -> Result<(RequestHeader, Request), Refused> {
     let mut reader = Reader::new(frame);
     let header = RequestHeader::decode(&mut reader).map_err(|error| Refused {
+        api_key: ApiKey(-1),
         correlation_id: None,
         code: ErrorCode::INVALID_REQUEST,
         message: error.to_string(),
         close: true,
     })?;
     let refuse = |code, error: DecodeError, close| Refused {
+        api_key: header.api_key,
         correlation_id: Some(header.correlation_id),
         code,
         message: error.to_string(),
@@ -242,11 +259,16 @@ fn decode(frame: BytesMut) -> Result<(RequestHeader, Request), Refused> {
 }
 
 /// Writes response frames as they come, batching those already queued into one flush.
-async fn write_responses(write_half: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
+async fn write_responses(
+    write_half: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Bytes>,
+    broker: Arc<Broker>,
+) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
     while let Some(frame) = queue.recv().await {
         let mut next = Some(frame);
         while let Some(frame) = next {
+            broker.metrics.sent(frame.len() + 4);
             let length = u32::try_from(frame.len()).unwrap_or(u32::MAX).to_be_bytes();
             if writer.write_all(&length).await.is_err() || writer.write_all(&frame).await.is_err() {
                 return;

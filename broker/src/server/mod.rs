@@ -7,6 +7,7 @@
 
 mod connection;
 mod dispatch;
+mod metrics_http;
 mod state;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub use metrics_http::serve_metrics;
 pub use state::{AdminError, Broker, StartError};
 
 /// How long shutdown waits for connections to finish their requests.
@@ -53,8 +55,10 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         match accepted {
             Ok((stream, peer)) => {
                 let broker = Arc::clone(&broker);
+                broker.metrics.connection_accepted();
                 tasks.spawn(async move {
-                    connection::serve(stream, peer, broker).await;
+                    connection::serve(stream, peer, Arc::clone(&broker)).await;
+                    broker.metrics.connection_closed();
                     drop(permit);
                 });
             }

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Mutex};
 use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
 use crate::manager::{LogManager, TopicPartition};
+use crate::metrics::{GroupOffsetSnapshot, Metrics, PartitionSnapshot, Snapshot};
 use crate::offsets::{OffsetStore, OffsetsError};
 use crate::topics::{self, TopicRecord, TopicStore, PARTITIONS_MAX};
 
@@ -91,6 +92,8 @@ pub struct Broker {
     pub manager: Arc<LogManager>,
     /// Consumer groups and their committed offsets.
     pub coordinator: Arc<GroupCoordinator>,
+    /// Request counts, latencies, bytes, connections.
+    pub metrics: Metrics,
     /// Topics; admin operations hold this lock for their whole duration.
     topics: Mutex<Topics>,
     /// The host clients are told to connect to.
@@ -104,6 +107,56 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The state the metrics show: every partition's offsets and size, every group's
+    /// committed offsets with their lag. Blocking (reads log state under each log's lock).
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        let mut partitions: Vec<PartitionSnapshot> = self
+            .manager
+            .all()
+            .into_iter()
+            .filter_map(|(topic_partition, partition)| {
+                let (log_start, log_end, size_bytes) = partition
+                    .log
+                    .with_log(|log| (log.log_start(), log.log_end(), log.size_bytes()))
+                    .ok()?;
+                Some(PartitionSnapshot {
+                    topic: topic_partition.topic.to_string(),
+                    partition: topic_partition.partition,
+                    log_start: log_start.0,
+                    log_end: log_end.0,
+                    size_bytes,
+                })
+            })
+            .collect();
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let store = self.coordinator.store();
+        let mut group_offsets = Vec::new();
+        for group in store.groups() {
+            for (topic_partition, committed) in store.fetch(&group, None) {
+                let (Some(committed), Some(partition)) = (
+                    committed,
+                    partitions.iter().find(|partition| {
+                        partition.topic == *topic_partition.topic
+                            && partition.partition == topic_partition.partition
+                    }),
+                ) else {
+                    continue;
+                };
+                group_offsets.push(GroupOffsetSnapshot {
+                    group: group.clone(),
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    committed: i64::try_from(committed.offset.0).unwrap_or(i64::MAX),
+                    log_end: i64::try_from(partition.log_end).unwrap_or(i64::MAX),
+                });
+            }
+        }
+        Snapshot {
+            partitions,
+            group_offsets,
+        }
+    }
+
     /// Opens the data directory (locking it), the topic registry and every partition log.
     /// Blocking. `bound` is the address actually listened on (for an ephemeral port).
     pub fn open(config: BrokerConfig, bound: std::net::SocketAddr) -> Result<Broker, StartError> {
@@ -149,6 +202,7 @@ impl Broker {
             config,
             manager,
             coordinator,
+            metrics: Metrics::new(),
             topics: Mutex::new(Topics {
                 store: Arc::new(store),
                 records: records

@@ -6,6 +6,7 @@
 
 mod cli;
 mod groups;
+mod metrics;
 mod produce_consume;
 mod raw_protocol;
 mod tidy;

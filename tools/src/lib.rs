@@ -1,8 +1,11 @@
 //! Shared code of the command-line tools: the bootstrap flag, the runtime and error
 //! reporting (one line on stderr, non-zero exit, no backtraces), stdout that treats a closed
-//! pipe as a normal end (`mq-consume | head`), and JSON encoding of record data.
+//! pipe as a normal end (`mq-consume | head`), and JSON encoding of record data; and
+//! [`bench`](mod@bench), the load-test harness behind `mq-bench`.
 
 #![forbid(unsafe_code)]
+
+pub mod bench;
 
 use std::future::Future;
 use std::io::Write;

@@ -1,0 +1,324 @@
+//! The producing side of a run: `--producers` threads, each with its own client and
+//! [`Producer`], taking tickets from the shared [`Sequencer`], sleeping until each is due
+//! (open loop), and sending the records; and, per producer and partition, a task that awaits
+//! the deliveries and records each one's latency, from its ticket's send time to its
+//! acknowledgement.
+//!
+//! Senders are OS threads, not tasks, because tokio's timers have millisecond resolution:
+//! an open loop paced by them would add up to a millisecond of the harness's own lateness
+//! to every latency. A thread sleeps with the system's (tens of microseconds) and hands each
+//! record to the runtime with [`Handle::block_on`].
+//!
+//! Records go to explicit partitions, in runs of about one batch per partition (as the
+//! client's sticky partitioning would do), so that each partition's deliveries can be awaited
+//! in send order: the client completes a partition's records in that order, so awaiting
+//! them in order measures each at its own acknowledgement.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use mq_client::{Bytes, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::clock::{self, Clock};
+use super::recorder::{Failures, Recorder, Sample};
+use super::schedule::Sequencer;
+use crate::BootstrapArgs;
+
+/// What the producers send.
+#[derive(Debug)]
+pub(crate) struct ProduceJob {
+    /// Where the brokers are.
+    pub(crate) bootstrap: String,
+    /// The topic.
+    pub(crate) topic: String,
+    /// Its partitions.
+    pub(crate) partitions: i32,
+    /// Producer instances.
+    pub(crate) producers: u32,
+    /// Their settings.
+    pub(crate) config: ProducerConfig,
+    /// Every record's value (cloned, not copied); its first 8 bytes are replaced by the send
+    /// time when `stamp` is set.
+    pub(crate) payload: Bytes,
+    /// Whether to stamp the send time into each value (`e2e`).
+    pub(crate) stamp: bool,
+}
+
+/// A sent record awaiting its acknowledgement.
+#[derive(Debug)]
+struct Pending {
+    /// Its outcome.
+    delivery: DeliveryFuture,
+    /// Its ticket's send time, on the run's clock.
+    send_ns: u64,
+    /// Whether it counts.
+    measured: bool,
+}
+
+/// Ends the load when the producing future is dropped (Ctrl-C, an error elsewhere), so that
+/// the sender threads stop taking tickets.
+struct StopOnDrop(Arc<Sequencer>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// The connected producers of a run, ready to send.
+#[derive(Debug)]
+pub(crate) struct Producers {
+    /// What to send.
+    job: Arc<ProduceJob>,
+    /// One per `--producers`, each with its own client.
+    producers: Vec<Producer>,
+}
+
+impl Producers {
+    /// Connects the job's producers. Done before the schedule starts, so that connecting
+    /// is not charged to the first records' latency.
+    pub(crate) async fn connect(job: ProduceJob) -> anyhow::Result<Producers> {
+        let bootstrap = BootstrapArgs {
+            bootstrap: job.bootstrap.clone(),
+        };
+        let mut producers = Vec::new();
+        for _ in 0..job.producers {
+            let client = bootstrap.connect("mq-bench").await?;
+            producers
+                .push(Producer::new(client, job.config.clone()).context("starting a producer")?);
+        }
+        Ok(Producers {
+            job: Arc::new(job),
+            producers,
+        })
+    }
+
+    /// Runs the producers until the sequencer runs out of tickets, then waits for every
+    /// delivery. Records acknowledgements in `recorder` when given, failures in `failures`.
+    /// Returns how many records were delivered (warm-up included).
+    pub(crate) async fn run(
+        self,
+        sequencer: Arc<Sequencer>,
+        clock: Clock,
+        recorder: Option<Arc<Recorder>>,
+        failures: Arc<Failures>,
+    ) -> anyhow::Result<u64> {
+        let _stop = StopOnDrop(Arc::clone(&sequencer));
+        let Producers { job, producers } = self;
+        let mut ackers = JoinSet::new();
+        let mut finished = Vec::new();
+        for (index, producer) in producers.iter().enumerate() {
+            let mut acks = Vec::new();
+            for _ in 0..job.partitions {
+                let (sender, pending) = mpsc::unbounded_channel();
+                acks.push(sender);
+                ackers.spawn(acknowledge(
+                    pending,
+                    clock,
+                    recorder.clone(),
+                    Arc::clone(&failures),
+                    job.payload.len() as u64,
+                ));
+            }
+            let sender = SendLoop {
+                runtime: Handle::current(),
+                producer: producer.clone(),
+                job: Arc::clone(&job),
+                index: index as u64,
+                sequencer: Arc::clone(&sequencer),
+                clock,
+                acks,
+            };
+            let (done, outcome) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("mq-bench-producer-{index}"))
+                .spawn(move || {
+                    let _ = done.send(sender.run());
+                })
+                .context("starting a producer thread")?;
+            finished.push(outcome);
+        }
+        let mut outcome = Ok(());
+        for thread in finished {
+            let result = thread
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")));
+            if let Err(error) = result {
+                sequencer.stop();
+                outcome = outcome.and(Err(error));
+            }
+        }
+        for producer in &producers {
+            producer.close().await;
+        }
+        let mut delivered = 0;
+        while let Some(acknowledged) = ackers.join_next().await {
+            delivered += acknowledged.context("an acknowledgement task failed")?;
+        }
+        outcome.map(|()| delivered)
+    }
+}
+
+/// One producer's sending thread.
+struct SendLoop {
+    /// The runtime the producer's tasks live on.
+    runtime: Handle,
+    /// This thread's producer.
+    producer: Producer,
+    /// What to send.
+    job: Arc<ProduceJob>,
+    /// Which producer this is (0-based): where its partition runs start.
+    index: u64,
+    /// Hands out the tickets.
+    sequencer: Arc<Sequencer>,
+    /// The run's clock.
+    clock: Clock,
+    /// Per partition, the channel to its acknowledgement task.
+    acks: Vec<mpsc::UnboundedSender<Pending>>,
+}
+
+impl SendLoop {
+    fn run(self) -> anyhow::Result<()> {
+        let job = &*self.job;
+        let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
+        let open_loop = self.sequencer.schedule().is_open_loop();
+        let mut sent = 0u64;
+        while let Some(ticket) = self.sequencer.next(self.clock.now_ns()) {
+            if open_loop {
+                sleep_until(self.clock.instant_at(ticket.send_ns));
+            }
+            let partition = partition_for(self.index, sent, job.partitions, run_length);
+            let value = if job.stamp {
+                clock::stamp(&job.payload, ticket.send_ns)
+            } else {
+                job.payload.clone()
+            };
+            let record = ProducerRecord::new(job.topic.clone(), value).with_partition(partition);
+            let delivery = match self.runtime.block_on(self.producer.send(record)) {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    self.sequencer.stop();
+                    return Err(error).with_context(|| format!("sending to topic '{}'", job.topic));
+                }
+            };
+            let pending = Pending {
+                delivery,
+                send_ns: ticket.send_ns,
+                measured: ticket.measured,
+            };
+            // `partition_for` returns a partition below `partitions`, the length of `acks`.
+            if self.acks[partition as usize].send(pending).is_err() {
+                // The acknowledgement task is gone: the run is being torn down.
+                break;
+            }
+            sent += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Awaits one partition's deliveries in send order; records each acknowledgement's latency.
+/// Returns how many were delivered.
+async fn acknowledge(
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    clock: Clock,
+    recorder: Option<Arc<Recorder>>,
+    failures: Arc<Failures>,
+    bytes: u64,
+) -> u64 {
+    let mut delivered = 0;
+    while let Some(record) = pending.recv().await {
+        match record.delivery.await {
+            Ok(_) => {
+                delivered += 1;
+                if let Some(recorder) = &recorder {
+                    let now_ns = clock.now_ns();
+                    let sample = Sample {
+                        bytes,
+                        latency_ns: Some(now_ns.saturating_sub(record.send_ns)),
+                        measured: record.measured,
+                    };
+                    recorder.record(now_ns, [sample]);
+                }
+            }
+            Err(error) => failures.add(&error),
+        }
+    }
+    delivered
+}
+
+/// Sleeps this thread until `at` (not at all if it has passed).
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// How many records of `size` bytes fill a batch of `batch_bytes` (at least 1).
+fn records_per_batch(batch_bytes: usize, size: usize) -> u64 {
+    (batch_bytes / size.max(1)).max(1) as u64
+}
+
+/// The partition of a producer's `sent`-th record: runs of `run_length` records per
+/// partition, producers starting at different partitions.
+fn partition_for(producer: u64, sent: u64, partitions: i32, run_length: u64) -> i32 {
+    let partitions = u64::from(partitions.max(1).unsigned_abs());
+    // Below `partitions`, which came from an i32.
+    ((producer + sent / run_length.max(1)) % partitions) as i32
+}
+
+/// A value of `size` bytes: pseudo-random lowercase words, so that zstd finds about as much
+/// to compress as in text, rather than nothing (random bytes) or everything (zeros).
+pub(crate) fn payload(size: usize) -> Bytes {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let value: Vec<u8> = (0..size)
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            match state % 32 {
+                0..26 => b'a' + (state % 32) as u8,
+                _ => b' ',
+            }
+        })
+        .collect();
+    Bytes::from(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_come_in_runs_of_a_batch() {
+        let partitions: Vec<i32> = (0..7).map(|sent| partition_for(0, sent, 3, 2)).collect();
+        assert_eq!(partitions, [0, 0, 1, 1, 2, 2, 0]);
+        let second: Vec<i32> = (0..4).map(|sent| partition_for(1, sent, 3, 2)).collect();
+        assert_eq!(second, [1, 1, 2, 2]);
+        assert!((0..100).all(|sent| partition_for(5, sent, 1, 1) == 0));
+    }
+
+    #[test]
+    fn a_batch_holds_at_least_one_record() {
+        assert_eq!(records_per_batch(1024 * 1024, 1024), 1024);
+        assert_eq!(records_per_batch(100, 1000), 1);
+        assert_eq!(records_per_batch(100, 0), 100);
+    }
+
+    #[test]
+    fn payload_is_text_of_the_asked_size() {
+        let value = payload(1000);
+        assert_eq!(value.len(), 1000);
+        assert!(value
+            .iter()
+            .all(|byte| byte.is_ascii_lowercase() || *byte == b' '));
+        assert!(value.iter().filter(|byte| **byte == b' ').count() > 50);
+        assert_eq!(payload(0).len(), 0);
+    }
+}

@@ -179,13 +179,16 @@ fn sticky<'a>(
         if owner.contains_key(&partition) {
             continue;
         }
-        // The least loaded subscribed member, by id on ties; the topic has a subscriber.
-        let member = load
+        // The least loaded subscribed member, by id on ties. Every topic in `all` has a
+        // subscriber; were one without, its partitions would stay unassigned.
+        let Some(member) = load
             .iter()
             .filter(|(member, _)| members[**member].contains(partition.0))
             .min_by_key(|(member, count)| (**count, **member))
             .map(|(member, _)| *member)
-            .expect("subscribed_topics yields only topics with a subscriber");
+        else {
+            continue;
+        };
         owner.insert(partition, member);
         *load.entry(member).or_default() += 1;
     }

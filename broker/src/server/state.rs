@@ -3,7 +3,7 @@
 //! grow topics) live here because they change the registry, the logs and the coordinator's
 //! view of the topics together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -129,25 +129,29 @@ impl Broker {
             })
             .collect();
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let log_ends: HashMap<(&str, i32), u64> = partitions
+            .iter()
+            .map(|partition| {
+                (
+                    (partition.topic.as_str(), partition.partition),
+                    partition.log_end,
+                )
+            })
+            .collect();
         let store = self.coordinator.store();
         let mut group_offsets = Vec::new();
         for group in store.groups() {
             for (topic_partition, committed) in store.fetch(&group, None) {
-                let (Some(committed), Some(partition)) = (
-                    committed,
-                    partitions.iter().find(|partition| {
-                        partition.topic == *topic_partition.topic
-                            && partition.partition == topic_partition.partition
-                    }),
-                ) else {
+                let key = (&*topic_partition.topic, topic_partition.partition);
+                let (Some(committed), Some(log_end)) = (committed, log_ends.get(&key)) else {
                     continue;
                 };
                 group_offsets.push(GroupOffsetSnapshot {
                     group: group.clone(),
-                    topic: partition.topic.clone(),
-                    partition: partition.partition,
+                    topic: topic_partition.topic.to_string(),
+                    partition: topic_partition.partition,
                     committed: i64::try_from(committed.offset.0).unwrap_or(i64::MAX),
-                    log_end: i64::try_from(partition.log_end).unwrap_or(i64::MAX),
+                    log_end: i64::try_from(*log_end).unwrap_or(i64::MAX),
                 });
             }
         }

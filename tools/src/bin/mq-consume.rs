@@ -149,14 +149,9 @@ async fn consume_assigned(
         if args.count.is_some_and(|count| printed >= count) {
             break;
         }
-        if let Some(targets) = &ends {
-            if at_end(&mut consumer, targets).await? {
-                // Check again: records may have arrived since the targets were taken.
-                let latest = consumer.end_offsets(&assignment).await?;
-                if at_end(&mut consumer, &latest).await? {
-                    break;
-                }
-                ends = Some(latest);
+        if let Some(targets) = &mut ends {
+            if read_to_end(&mut consumer, &assignment, targets).await? {
+                break;
             }
         }
         let records = tokio::select! {
@@ -307,17 +302,14 @@ async fn consume_in_group(
                 return Ok(());
             }
             if args.exit_at_end && consumer.group_generation().is_some() {
+                let assignment = consumer.assignment();
                 let changed = std::mem::take(&mut lock(&progress).assignment_changed);
                 if changed || ends.is_none() {
-                    ends = Some(consumer.end_offsets(&consumer.assignment()).await?);
+                    ends = Some(consumer.end_offsets(&assignment).await?);
                 }
-                if let Some(targets) = &ends {
-                    if at_end(&mut consumer, targets).await? {
-                        let latest = consumer.end_offsets(&consumer.assignment()).await?;
-                        if at_end(&mut consumer, &latest).await? {
-                            return Ok(());
-                        }
-                        ends = Some(latest);
+                if let Some(targets) = &mut ends {
+                    if read_to_end(&mut consumer, &assignment, targets).await? {
+                        return Ok(());
                     }
                 }
             }
@@ -365,6 +357,25 @@ async fn consume_in_group(
     committed?;
     closed?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether every partition of `assignment` is read to its end: its position reached the
+/// end offset in `targets` and, checked again, the current end (records may have arrived since
+/// the targets were taken; then they become the new targets).
+async fn read_to_end(
+    consumer: &mut Consumer,
+    assignment: &[TopicPartition],
+    targets: &mut HashMap<TopicPartition, i64>,
+) -> anyhow::Result<bool> {
+    if !at_end(consumer, targets).await? {
+        return Ok(false);
+    }
+    let latest = consumer.end_offsets(assignment).await?;
+    if at_end(consumer, &latest).await? {
+        return Ok(true);
+    }
+    *targets = latest;
+    Ok(false)
 }
 
 /// Whether every partition's position reached its target end offset.

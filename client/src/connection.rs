@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use mq_protocol::codec::{self, FrameCodec};
+use bytes::{BufMut, BytesMut};
+use mq_protocol::codec::{self, FrameCodec, FrameParts};
 use mq_protocol::request::{ApiKey, Request, RequestHeader};
 use mq_protocol::response::{Response, ResponseHeader};
 use mq_protocol::wire::Reader;
@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::{timeout_at, Instant};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 use tracing::Instrument;
 
 use crate::error::ClientError;
@@ -171,7 +171,7 @@ struct Waiter {
 #[derive(Debug)]
 struct Outgoing {
     /// The frame's payload (the writer adds the length prefix).
-    payload: Bytes,
+    payload: FrameParts,
     /// Told once the frame is handed to the socket (for requests without a response).
     written: Option<oneshot::Sender<()>>,
 }
@@ -211,13 +211,11 @@ impl Connection {
         let span = tracing::debug_span!("connection", address);
         // The configured limit is for responses; requests were bounded by `encode`.
         let read_codec = FrameCodec::new(config.max_frame_bytes);
-        let write_codec = FrameCodec::new(REQUEST_BYTES_MAX);
         let reader = tokio::spawn(
             read_loop(read_half, Arc::clone(&shared), read_codec).instrument(span.clone()),
         );
-        let writer = tokio::spawn(
-            write_loop(write_half, queue, Arc::clone(&shared), write_codec).instrument(span),
-        );
+        let writer =
+            tokio::spawn(write_loop(write_half, queue, Arc::clone(&shared)).instrument(span));
         tracing::debug!(address, "connected");
         Ok(Connection {
             inner: Arc::new(Inner {
@@ -273,7 +271,7 @@ impl Connection {
             .map_err(|_| timed_out())?
             .map_err(|_| self.closed_error())?;
         let correlation_id = self.next_correlation_id();
-        let payload = self.encode(correlation_id, &request)?;
+        let payload = self.encode(correlation_id, request)?;
         let (sender, receiver) = oneshot::channel();
         {
             let mut state = self.inner.shared.lock();
@@ -320,7 +318,7 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         let api_key = request.api_key();
         let correlation_id = self.next_correlation_id();
-        let payload = self.encode(correlation_id, &request)?;
+        let payload = self.encode(correlation_id, request)?;
         if let Some(error) = &self.inner.shared.lock().closed {
             return Err(error.clone());
         }
@@ -367,14 +365,14 @@ impl Connection {
             .fetch_add(1, Ordering::Relaxed)
     }
 
-    fn encode(&self, correlation_id: i32, request: &Request) -> Result<Bytes, ClientError> {
+    fn encode(&self, correlation_id: i32, request: Request) -> Result<FrameParts, ClientError> {
         let header = RequestHeader {
             api_key: request.api_key(),
             api_version: 0,
             correlation_id,
             client_id: self.inner.config.client_id.clone(),
         };
-        let payload = codec::request_frame(&header, request);
+        let payload = codec::request_frame_parts(&header, request);
         if payload.len() > REQUEST_BYTES_MAX {
             return Err(ClientError::RequestTooLarge {
                 bytes: payload.len(),
@@ -505,35 +503,51 @@ async fn read_loop(mut read_half: OwnedReadHalf, shared: Arc<Shared>, mut codec:
 }
 
 /// Writes queued frames, gathering those already waiting into one write, until every
-/// handle is gone or the socket fails.
+/// handle is gone or the socket fails. Small parts are gathered in a buffer; a large part
+/// (a produced batch) goes to the socket from its own memory, after what is gathered.
 async fn write_loop(
     mut write_half: OwnedWriteHalf,
     mut queue: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
-    mut codec: FrameCodec,
 ) {
     let mut buffer = BytesMut::new();
     let mut written = Vec::new();
+    let fail = |error: std::io::Error| {
+        shared.close(ClientError::Io {
+            address: shared.address.clone(),
+            error: Arc::new(error),
+        });
+    };
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
+        let mut gathered = 0;
         while let Some(outgoing) = next {
-            if let Err(error) = encode_frame(&mut codec, outgoing.payload, &mut buffer) {
-                shared.close(error);
-                return;
+            // `encode` checked the length against REQUEST_BYTES_MAX (an i32's range).
+            let length = u32::try_from(outgoing.payload.len()).unwrap_or(u32::MAX);
+            buffer.put_u32(length);
+            gathered += codec::LENGTH_BYTES + outgoing.payload.len();
+            for part in outgoing.payload.parts() {
+                if part.len() < codec::SHARED_PART_MIN {
+                    buffer.put_slice(part);
+                    continue;
+                }
+                if let Err(error) = write_half.write_all(&buffer).await {
+                    return fail(error);
+                }
+                buffer.clear();
+                if let Err(error) = write_half.write_all(part).await {
+                    return fail(error);
+                }
             }
             written.extend(outgoing.written);
-            next = if buffer.len() < WRITE_BATCH_BYTES {
+            next = if gathered < WRITE_BATCH_BYTES {
                 queue.try_recv().ok()
             } else {
                 None
             };
         }
         if let Err(error) = write_half.write_all(&buffer).await {
-            shared.close(ClientError::Io {
-                address: shared.address.clone(),
-                error: Arc::new(error),
-            });
-            return;
+            return fail(error);
         }
         buffer.clear();
         for sender in written.drain(..) {
@@ -541,19 +555,4 @@ async fn write_loop(
         }
     }
     let _ = write_half.shutdown().await;
-}
-
-/// Adds one frame (length prefix and payload) to `buffer`.
-fn encode_frame(
-    codec: &mut FrameCodec,
-    payload: Bytes,
-    buffer: &mut BytesMut,
-) -> Result<(), ClientError> {
-    let bytes = payload.len();
-    codec
-        .encode(payload, buffer)
-        .map_err(|_| ClientError::RequestTooLarge {
-            bytes,
-            limit: REQUEST_BYTES_MAX,
-        })
 }

@@ -90,6 +90,77 @@ pub fn response_frame(header: &ResponseHeader, response: Option<&Response>) -> B
     payload.freeze()
 }
 
+/// Record sets at least this long go into a response frame as parts of their own (see
+/// [`FrameParts`]); shorter ones are cheaper to copy than to write separately.
+pub const SHARED_PART_MIN: usize = 16 * 1024;
+
+/// A frame's payload as byte strings to be written one after another, so that fetched record
+/// sets reach the socket without being copied into the frame (the length prefix is the
+/// writer's: [`FrameParts::len`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameParts {
+    parts: Vec<Bytes>,
+}
+
+impl FrameParts {
+    /// The payload's length: the sum of its parts'.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The payload in one piece (a copy, unless it has only one part).
+    pub fn concat(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [] => Bytes::new(),
+            [only] => only.clone(),
+            parts => Bytes::from(parts.concat()),
+        }
+    }
+}
+
+/// The payload of a request frame, as [`request_frame`], in parts: the record batches of a
+/// Produce request (those of at least [`SHARED_PART_MIN`] bytes) are moved, not copied.
+pub fn request_frame_parts(header: &RequestHeader, request: Request) -> FrameParts {
+    let mut head = BytesMut::with_capacity(256);
+    let mut parts = Vec::new();
+    header.encode(&mut head);
+    match request {
+        Request::Produce(produce) => produce.encode_parts(&mut head, &mut parts, SHARED_PART_MIN),
+        request => request.encode(&mut head),
+    }
+    if !head.is_empty() || parts.is_empty() {
+        parts.push(head.freeze());
+    }
+    FrameParts { parts }
+}
+
+/// The payload of a response frame, as [`response_frame`], in parts: fetched record sets of
+/// at least [`SHARED_PART_MIN`] bytes are shared, not copied.
+pub fn response_frame_parts(header: &ResponseHeader, response: Option<&Response>) -> FrameParts {
+    let mut head = BytesMut::with_capacity(256);
+    let mut parts = Vec::new();
+    header.encode(&mut head);
+    match response {
+        Some(Response::Fetch(fetch)) => fetch.encode_parts(&mut head, &mut parts, SHARED_PART_MIN),
+        Some(response) => response.encode(&mut head),
+        None => {}
+    }
+    if !head.is_empty() || parts.is_empty() {
+        parts.push(head.freeze());
+    }
+    FrameParts { parts }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +202,91 @@ mod tests {
             None,
             "at the limit: waits for bytes"
         );
+    }
+
+    #[test]
+    fn large_record_sets_are_shared_not_copied() {
+        use crate::response::{FetchPartitionResponse, FetchResponse, FetchTopicResponse};
+        use crate::ErrorCode;
+
+        let large = Bytes::from(vec![7u8; SHARED_PART_MIN]);
+        let small = Bytes::from_static(b"tiny");
+        let partition = |partition, records: &Bytes| FetchPartitionResponse {
+            partition,
+            error_code: ErrorCode::NONE,
+            high_watermark: 10,
+            log_start_offset: 0,
+            records: records.clone(),
+        };
+        let response = Response::Fetch(FetchResponse {
+            topics: vec![FetchTopicResponse {
+                name: "t".to_string(),
+                partitions: vec![
+                    partition(0, &large),
+                    partition(1, &small),
+                    partition(2, &large),
+                ],
+            }],
+        });
+        let header = ResponseHeader {
+            correlation_id: 3,
+            error_code: ErrorCode::NONE,
+            error_message: None,
+        };
+        let parts = response_frame_parts(&header, Some(&response));
+        let shared: Vec<_> = parts
+            .parts()
+            .iter()
+            .filter(|part| part.as_ptr() == large.as_ptr())
+            .collect();
+        assert_eq!(
+            shared.len(),
+            2,
+            "both large record sets are parts of their own"
+        );
+        assert_eq!(
+            parts.parts().len(),
+            4,
+            "head, large, middle, large: nothing follows"
+        );
+        assert_eq!(parts.concat(), response_frame(&header, Some(&response)));
+    }
+
+    #[test]
+    fn large_produce_batches_are_moved_not_copied() {
+        use crate::request::{ApiKey, ProducePartition, ProduceRequest, ProduceTopic};
+
+        let records = BytesMut::from(&vec![9u8; SHARED_PART_MIN][..]);
+        let address = records.as_ptr();
+        let request = Request::Produce(ProduceRequest {
+            acks: -1,
+            timeout_ms: 1000,
+            topics: vec![ProduceTopic {
+                name: "t".to_string(),
+                partitions: vec![
+                    ProducePartition {
+                        partition: 0,
+                        leader_epoch: -1,
+                        records,
+                    },
+                    ProducePartition {
+                        partition: 1,
+                        leader_epoch: -1,
+                        records: BytesMut::from(&b"small"[..]),
+                    },
+                ],
+            }],
+        });
+        let header = RequestHeader {
+            api_key: ApiKey::PRODUCE,
+            api_version: 0,
+            correlation_id: 1,
+            client_id: None,
+        };
+        let whole = request_frame(&header, &request);
+        let parts = request_frame_parts(&header, request);
+        assert_eq!(parts.parts().len(), 3, "head, the large batch, the rest");
+        assert_eq!(parts.parts()[1].as_ptr(), address, "moved, not copied");
+        assert_eq!(parts.concat(), whole);
     }
 }

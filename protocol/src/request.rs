@@ -8,7 +8,7 @@
 //! Every API is versioned; [`ApiKey::versions`] says which versions this code speaks, and the
 //! ApiVersions API tells a client what a broker speaks. All APIs are at version 0 so far.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 pub use crate::group::{
@@ -454,6 +454,37 @@ impl ProduceRequest {
                 wire::put_bytes(target, &partition.records);
             });
         });
+    }
+
+    /// Encodes the request as [`ProduceRequest::encode`] does, except that record sets of at
+    /// least `shared_min` bytes are moved into `parts` as parts of their own instead of being
+    /// copied: the frame is `parts` followed by what is left in `head`.
+    pub(crate) fn encode_parts(
+        self,
+        head: &mut BytesMut,
+        parts: &mut Vec<Bytes>,
+        shared_min: usize,
+    ) {
+        head.put_i16(self.acks);
+        head.put_i32(self.timeout_ms);
+        head.put_i32(i32::try_from(self.topics.len()).unwrap_or(i32::MAX));
+        for topic in self.topics {
+            wire::put_string(head, &topic.name);
+            head.put_i32(i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX));
+            for partition in topic.partitions {
+                head.put_i32(partition.partition);
+                head.put_i32(partition.leader_epoch);
+                if partition.records.len() < shared_min {
+                    wire::put_bytes(head, &partition.records);
+                    continue;
+                }
+                let length = i32::try_from(partition.records.len())
+                    .expect("blobs are bounded by the frame size");
+                head.put_i32(length);
+                parts.push(head.split().freeze());
+                parts.push(partition.records.freeze());
+            }
+        }
     }
 }
 

@@ -515,6 +515,37 @@ impl FetchResponse {
     }
 
     fn encode(&self, target: &mut BytesMut) {
+        self.encode_with(target, &mut |target, records| {
+            wire::put_bytes(target, records)
+        });
+    }
+
+    /// Encodes the response into `head`, except that each record set at least
+    /// `shared_min` bytes long becomes a part of its own in `parts`, shared rather than copied:
+    /// the frame is `parts` followed by what is left in `head`, written one after another.
+    pub(crate) fn encode_parts(
+        &self,
+        head: &mut BytesMut,
+        parts: &mut Vec<Bytes>,
+        shared_min: usize,
+    ) {
+        self.encode_with(head, &mut |head, records| {
+            if records.len() < shared_min {
+                wire::put_bytes(head, records);
+                return;
+            }
+            let length = i32::try_from(records.len()).expect("blobs are bounded by the frame size");
+            head.put_i32(length);
+            parts.push(head.split().freeze());
+            parts.push(records.clone());
+        });
+    }
+
+    fn encode_with(
+        &self,
+        target: &mut BytesMut,
+        put_records: &mut dyn FnMut(&mut BytesMut, &Bytes),
+    ) {
         wire::put_array(target, &self.topics, |target, topic| {
             wire::put_string(target, &topic.name);
             wire::put_array(target, &topic.partitions, |target, partition| {
@@ -522,7 +553,7 @@ impl FetchResponse {
                 target.put_i16(partition.error_code.0);
                 target.put_i64(partition.high_watermark);
                 target.put_i64(partition.log_start_offset);
-                wire::put_bytes(target, &partition.records);
+                put_records(target, &partition.records);
             });
         });
     }

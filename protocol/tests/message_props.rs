@@ -746,6 +746,22 @@ proptest! {
     }
 
     #[test]
+    fn requests_in_parts_are_the_same_bytes((header, request) in request_message()) {
+        let whole = codec::request_frame(&header, &request);
+        let parts = codec::request_frame_parts(&header, request);
+        prop_assert_eq!(parts.len(), whole.len());
+        prop_assert_eq!(parts.concat(), whole);
+    }
+
+    #[test]
+    fn responses_in_parts_are_the_same_bytes((_api_key, header, response) in response_message()) {
+        let whole = codec::response_frame(&header, response.as_ref());
+        let parts = codec::response_frame_parts(&header, response.as_ref());
+        prop_assert_eq!(parts.len(), whole.len());
+        prop_assert_eq!(parts.concat(), whole);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..300)) {
         decode_everything(&bytes);
     }

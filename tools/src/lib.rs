@@ -42,7 +42,6 @@ impl BootstrapArgs {
 /// prints as one line, `error: ...`, with its causes joined by `: `.
 pub fn run(main: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -18,9 +18,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mq_protocol::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use mq_protocol::Offset;
+use rustix::buffer::spare_capacity;
 
 use super::config::LogConfig;
 use super::error::{LogError, LogResult};
@@ -221,13 +222,23 @@ impl ReadPlan {
     /// inside a batch when the byte limit does).
     pub fn execute(&self) -> LogResult<Bytes> {
         let len = usize::try_from(self.len).map_err(|_| LogError::OffsetOverflow)?;
-        let mut buffer = BytesMut::zeroed(len);
-        self.file
-            .read_exact_at(&mut buffer, self.position)
-            .map_err(LogError::io(&*self.path))?;
+        // Read into the buffer's spare capacity: no zero-filling first (a memset as costly as
+        // a quarter of the copy from the page cache).
+        let mut buffer = Vec::with_capacity(len);
+        while buffer.len() < len {
+            let position = self.position + buffer.len() as u64;
+            let read = rustix::io::pread(&*self.file, spare_capacity(&mut buffer), position)
+                .map_err(|error| LogError::io(&*self.path)(error.into()))?;
+            if read == 0 {
+                let eof =
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than planned");
+                return Err(LogError::io(&*self.path)(eof));
+            }
+        }
+        buffer.truncate(len);
         let whole = batch::whole_batches_len(&buffer);
         buffer.truncate(whole);
-        Ok(buffer.freeze())
+        Ok(Bytes::from(buffer))
     }
 
     /// Bytes the plan will read at most.

@@ -44,10 +44,19 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections from one IP address served at once; more are closed as they arrive.
+    pub max_connections_per_ip: usize,
     /// The largest request frame accepted; a larger one closes its connection.
     pub max_frame_bytes: usize,
     /// A connection with no request for this long is closed.
     pub idle_timeout_ms: u64,
+    /// A request frame must arrive whole within this long of its first byte, or its
+    /// connection is closed (a client trickling bytes cannot hold a connection and its
+    /// buffer forever).
+    pub frame_timeout_ms: u64,
+    /// Bytes of request frames buffered at once over all connections; a connection whose
+    /// next frame does not fit stops being read until earlier requests finish.
+    pub max_request_memory_bytes: usize,
     /// Requests of one connection processed at once; reading pauses beyond it.
     pub max_in_flight_requests: usize,
     /// Create a topic with the default settings when a client produces to it.
@@ -78,9 +87,12 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
             advertised_listener: None,
             data_dir: PathBuf::from("./data"),
-            max_connections: 1024,
+            max_connections: 4096,
+            max_connections_per_ip: 2048,
             max_frame_bytes: 64 * 1024 * 1024,
             idle_timeout_ms: 10 * 60 * 1000,
+            frame_timeout_ms: 30_000,
+            max_request_memory_bytes: 256 * 1024 * 1024,
             max_in_flight_requests: 64,
             auto_create_topics: false,
             retention_check_interval_ms: 5 * 60 * 1000,
@@ -119,6 +131,18 @@ impl BrokerConfig {
         if self.max_connections == 0 {
             return Err(ConfigError::new("max_connections", "must be positive"));
         }
+        if self.max_connections_per_ip == 0 {
+            return Err(ConfigError::new(
+                "max_connections_per_ip",
+                "must be positive",
+            ));
+        }
+        if self.idle_timeout_ms == 0 || self.frame_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "idle_timeout_ms",
+                "idle_timeout_ms and frame_timeout_ms must be positive",
+            ));
+        }
         if self.max_in_flight_requests == 0 {
             return Err(ConfigError::new(
                 "max_in_flight_requests",
@@ -129,6 +153,14 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "max_frame_bytes",
                 "must be between 1 KiB and 2 GiB",
+            ));
+        }
+        if self.max_request_memory_bytes < self.max_frame_bytes
+            || self.max_request_memory_bytes > u32::MAX as usize
+        {
+            return Err(ConfigError::new(
+                "max_request_memory_bytes",
+                "must be at least max_frame_bytes and at most 4 GiB",
             ));
         }
         if (self.topic_defaults.max_message_bytes as usize) > self.max_frame_bytes {

@@ -45,15 +45,25 @@ struct Args {
     /// Where data lives [default: ./data].
     #[arg(long, env = "MQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Connections served at once [default: 1024].
+    /// Connections served at once [default: 4096].
     #[arg(long, env = "MQ_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Connections from one IP address served at once [default: 2048].
+    #[arg(long, env = "MQ_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Largest request frame accepted, in bytes [default: 67108864].
     #[arg(long, env = "MQ_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
     /// Close connections idle this long [default: 600000].
     #[arg(long, env = "MQ_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    /// Close a connection whose request frame has not arrived whole this long after its
+    /// first byte [default: 30000].
+    #[arg(long, env = "MQ_FRAME_TIMEOUT_MS")]
+    frame_timeout_ms: Option<u64>,
+    /// Bytes of request frames buffered at once over all connections [default: 268435456].
+    #[arg(long, env = "MQ_MAX_REQUEST_MEMORY_BYTES")]
+    max_request_memory_bytes: Option<usize>,
     /// Requests processed at once per connection [default: 64].
     #[arg(long, env = "MQ_MAX_IN_FLIGHT_REQUESTS")]
     max_in_flight_requests: Option<usize>,
@@ -164,6 +174,11 @@ fn settings(args: Args) -> anyhow::Result<BrokerConfig> {
         max_connections,
         max_frame_bytes,
         idle_timeout_ms
+    );
+    set!(
+        max_connections_per_ip,
+        frame_timeout_ms,
+        max_request_memory_bytes
     );
     set!(
         max_in_flight_requests,

@@ -7,14 +7,19 @@
 //! Memory per connection is bounded: a frame is at most `max_frame_bytes` (refused before it
 //! is buffered), at most `max_in_flight_requests` requests run at once (reading pauses at the
 //! limit), and responses wait in a bounded queue for the writer; a client that stops reading
-//! its responses therefore stops the broker reading its requests.
+//! its responses therefore stops the broker reading its requests. Over all connections,
+//! request frames are buffered only within `max_request_memory_bytes`: a frame's length is
+//! reserved from that budget before its body is read and given back once it is answered.
+//! A frame must arrive whole within `frame_timeout_ms` of its first byte, so a client
+//! trickling bytes cannot hold its connection and buffer forever; a connection with nothing
+//! in flight closes after `idle_timeout_ms`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use mq_protocol::codec::{self, FrameCodec};
+use bytes::BytesMut;
+use mq_protocol::codec::{self, FrameCodec, FrameParts};
 use mq_protocol::request::{ApiKey, OffsetCommitRequest, ProduceRequest, Request, RequestHeader};
 use mq_protocol::response::{Response, ResponseHeader};
 use mq_protocol::wire::Reader;
@@ -34,7 +39,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     let _ = stream.set_nodelay(true);
     let (mut read_half, write_half) = stream.into_split();
     let in_flight_max = broker.config.max_in_flight_requests;
-    let (responses, queue) = mpsc::channel::<Bytes>(in_flight_max);
+    let (responses, queue) = mpsc::channel::<FrameParts>(in_flight_max);
     let writer = tokio::spawn(write_responses(write_half, queue, Arc::clone(&broker)));
     let in_flight = Arc::new(Semaphore::new(in_flight_max));
     let (produces, produce_queue) = mpsc::channel(in_flight_max);
@@ -43,16 +48,50 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
         produce_queue,
         responses.clone(),
     ));
-    let mut codec = FrameCodec::new(broker.config.max_frame_bytes);
+    let max_frame_bytes = broker.config.max_frame_bytes;
+    let mut codec = FrameCodec::new(max_frame_bytes);
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     let idle_timeout = Duration::from_millis(broker.config.idle_timeout_ms);
+    let frame_timeout = Duration::from_millis(broker.config.frame_timeout_ms);
     let mut shutting_down = broker.shutting_down();
+    // The share of the broker-wide request memory held for the frame being read, and when
+    // its first byte arrived.
+    let mut budget: Option<OwnedSemaphorePermit> = None;
+    let mut frame_started: Option<Instant> = None;
     tracing::debug!(%peer, "connection opened");
     loop {
+        if budget.is_none() {
+            if let Some(length) = frame_length(&buffer).filter(|length| *length <= max_frame_bytes)
+            {
+                // Wait for room in the budget before buffering the frame's body: a
+                // connection over budget is not read, so its client is slowed by TCP.
+                // `max_frame_bytes` fits the budget (checked with the settings).
+                let wanted = u32::try_from(length).unwrap_or(u32::MAX);
+                let memory = Arc::clone(&broker.request_memory);
+                budget = tokio::select! {
+                    permit = memory.acquire_many_owned(wanted) => match permit {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    },
+                    _ = shutting_down.changed() => break,
+                };
+            }
+        }
         let frame = match codec.decode(&mut buffer) {
-            Ok(Some(frame)) => frame,
+            Ok(Some(frame)) => {
+                frame_started = None;
+                frame
+            }
             Ok(None) => {
-                let idle = in_flight.available_permits() == in_flight_max;
+                if buffer.is_empty() {
+                    frame_started = None;
+                } else if frame_started.is_none() {
+                    frame_started = Some(Instant::now());
+                }
+                let idle = buffer.is_empty() && in_flight.available_permits() == in_flight_max;
+                let frame_deadline = tokio::time::Instant::from_std(
+                    frame_started.unwrap_or_else(Instant::now) + frame_timeout,
+                );
                 tokio::select! {
                     read = read_half.read_buf(&mut buffer) => match read {
                         Ok(0) => break,
@@ -67,6 +106,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
                         break;
                     }
                     _ = tokio::time::sleep(idle_timeout), if !idle => continue,
+                    _ = tokio::time::sleep_until(frame_deadline), if frame_started.is_some() => {
+                        tracing::info!(%peer, frame_timeout_ms = frame_timeout.as_millis() as u64, buffered = buffer.len(), "closing connection: request not received whole in time");
+                        break;
+                    }
                     _ = shutting_down.changed() => break,
                 }
             }
@@ -79,8 +122,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
         };
         let started = Instant::now();
         broker.metrics.received(frame.len() + 4);
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+        let Ok(in_flight_permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
+        };
+        let permit = Held {
+            _in_flight: in_flight_permit,
+            _memory: budget.take(),
         };
         match decode(frame) {
             Ok((header, Request::Produce(request))) => {
@@ -124,7 +171,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
                         error_code: code,
                         error_message: Some(message),
                     };
-                    let _ = responses.send(codec::response_frame(&header, None)).await;
+                    let _ = responses
+                        .send(codec::response_frame_parts(&header, None))
+                        .await;
                 }
                 drop(permit);
                 if close {
@@ -152,7 +201,20 @@ enum InOrder {
 
 /// A request queued for its connection's appender, with its arrival time and its in-flight
 /// permit.
-type Queued = (RequestHeader, InOrder, Instant, OwnedSemaphorePermit);
+type Queued = (RequestHeader, InOrder, Instant, Held);
+
+/// What a request holds until it is answered: its place among the connection's requests in
+/// flight, and its frame's share of the broker-wide request memory.
+struct Held {
+    _in_flight: OwnedSemaphorePermit,
+    _memory: Option<OwnedSemaphorePermit>,
+}
+
+/// The length announced by the frame at the start of `buffer`, once its prefix is there.
+fn frame_length(buffer: &[u8]) -> Option<usize> {
+    let prefix: [u8; codec::LENGTH_BYTES] = buffer.get(..codec::LENGTH_BYTES)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(prefix)).ok()
+}
 
 /// Appends the connection's produce and commit requests one at a time, in arrival order, so
 /// that pipelined produces to a partition keep their order (as Kafka guarantees per
@@ -162,7 +224,7 @@ type Queued = (RequestHeader, InOrder, Instant, OwnedSemaphorePermit);
 async fn append_in_order(
     broker: Arc<Broker>,
     mut queue: mpsc::Receiver<Queued>,
-    responses: mpsc::Sender<Bytes>,
+    responses: mpsc::Sender<FrameParts>,
 ) {
     while let Some((header, request, started, permit)) = queue.recv().await {
         let responses = responses.clone();
@@ -194,7 +256,7 @@ async fn append_in_order(
 /// with `acks=0` has none).
 async fn answer(
     broker: &Broker,
-    responses: &mpsc::Sender<Bytes>,
+    responses: &mpsc::Sender<FrameParts>,
     header: &RequestHeader,
     started: Instant,
     response: Option<Response>,
@@ -212,7 +274,7 @@ async fn answer(
         error_message: None,
     };
     let _ = responses
-        .send(codec::response_frame(&header, Some(&response)))
+        .send(codec::response_frame_parts(&header, Some(&response)))
         .await;
 }
 
@@ -259,19 +321,27 @@ fn decode(frame: BytesMut) -> Result<(RequestHeader, Request), Refused> {
 }
 
 /// Writes response frames as they come, batching those already queued into one flush.
+/// Small parts gather in the buffer; a part at least as large as the buffer (fetched records)
+/// goes from its own memory to the socket, after what is buffered.
 async fn write_responses(
     write_half: OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Bytes>,
+    mut queue: mpsc::Receiver<FrameParts>,
     broker: Arc<Broker>,
 ) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    let mut writer = BufWriter::with_capacity(codec::SHARED_PART_MIN, write_half);
     while let Some(frame) = queue.recv().await {
         let mut next = Some(frame);
         while let Some(frame) = next {
-            broker.metrics.sent(frame.len() + 4);
-            let length = u32::try_from(frame.len()).unwrap_or(u32::MAX).to_be_bytes();
-            if writer.write_all(&length).await.is_err() || writer.write_all(&frame).await.is_err() {
+            let len = frame.len();
+            broker.metrics.sent(len + 4);
+            let length = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            if writer.write_all(&length).await.is_err() {
                 return;
+            }
+            for part in frame.parts() {
+                if writer.write_all(part).await.is_err() {
+                    return;
+                }
             }
             next = queue.try_recv().ok();
         }

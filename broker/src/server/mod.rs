@@ -1,4 +1,5 @@
-//! The TCP server: accepts connections (at most `max_connections` at once) and serves each
+//! The TCP server: accepts connections (at most `max_connections` at once, and at most
+//! `max_connections_per_ip` from one address: more are closed on arrival) and serves each
 //! on its own task; runs the log manager's and the group coordinator's background work;
 //! shuts down gracefully.
 //!
@@ -10,8 +11,10 @@ mod dispatch;
 mod metrics_http;
 mod state;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -29,6 +32,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// committed-offsets log too) cleanly.
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let connections = Arc::new(Semaphore::new(broker.config.max_connections));
+    let per_ip = Arc::new(PerIp::new(broker.config.max_connections_per_ip));
     let retention_interval = Duration::from_millis(broker.config.retention_check_interval_ms);
     let background = tokio::spawn(crate::manager::run_background(
         Arc::clone(&broker.manager),
@@ -54,11 +58,17 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = PerIp::admit(&per_ip, peer.ip()) else {
+                    tracing::warn!(%peer, limit = broker.config.max_connections_per_ip, "closing connection: too many from this address");
+                    drop(stream);
+                    continue;
+                };
                 let broker = Arc::clone(&broker);
                 broker.metrics.connection_accepted();
                 tasks.spawn(async move {
                     connection::serve(stream, peer, Arc::clone(&broker)).await;
                     broker.metrics.connection_closed();
+                    drop(slot);
                     drop(permit);
                 });
             }
@@ -94,6 +104,80 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     tracing::info!("shut down cleanly");
 }
 
+/// Connections open per client address.
+struct PerIp {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's place in its address's count, given back on drop.
+struct PerIpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn new(limit: usize) -> PerIp {
+        PerIp {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a connection from `ip`, unless that address is at its limit.
+    fn admit(per_ip: &Arc<PerIp>, ip: IpAddr) -> Option<PerIpSlot> {
+        let mut open = per_ip.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= per_ip.limit {
+            return None;
+        }
+        *count += 1;
+        Some(PerIpSlot {
+            per_ip: Arc::clone(per_ip),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .per_ip
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn wait_for_shutdown(mut shutting_down: tokio::sync::watch::Receiver<bool>) {
     let _ = shutting_down.wait_for(|down| *down).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_limits_count_each_address_and_give_slots_back() {
+        let per_ip = Arc::new(PerIp::new(2));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let first = PerIp::admit(&per_ip, a).expect("below the limit");
+        let second = PerIp::admit(&per_ip, a).expect("at the limit");
+        assert!(PerIp::admit(&per_ip, a).is_none(), "over the limit");
+        let other = PerIp::admit(&per_ip, b).expect("another address has its own count");
+        drop(first);
+        let again = PerIp::admit(&per_ip, a).expect("a closed connection gives its slot back");
+        drop((second, again, other));
+        assert!(
+            per_ip.open.lock().unwrap().is_empty(),
+            "no entries left behind"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mq_protocol::ErrorCode;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Semaphore};
 
 use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
@@ -94,6 +94,10 @@ pub struct Broker {
     pub coordinator: Arc<GroupCoordinator>,
     /// Request counts, latencies, bytes, connections.
     pub metrics: Metrics,
+    /// The budget of request bytes buffered at once over all connections
+    /// (`max_request_memory_bytes`): one permit per byte, held from a frame's length prefix
+    /// until its request is answered.
+    pub request_memory: Arc<Semaphore>,
     /// Topics; admin operations hold this lock for their whole duration.
     topics: Mutex<Topics>,
     /// The host clients are told to connect to.
@@ -202,11 +206,13 @@ impl Broker {
         ));
         tracing::info!(topics = records.len(), partitions = manager.all().len(), data_dir = %data_dir.display(), "opened data directory");
         let (advertised_host, advertised_port) = advertised(&config, bound);
+        let request_memory = Arc::new(Semaphore::new(config.max_request_memory_bytes));
         Ok(Broker {
             config,
             manager,
             coordinator,
             metrics: Metrics::new(),
+            request_memory,
             topics: Mutex::new(Topics {
                 store: Arc::new(store),
                 records: records

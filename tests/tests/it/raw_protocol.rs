@@ -436,3 +436,81 @@ fn sigterm_shuts_down_cleanly_and_data_survives() {
         2
     );
 }
+
+#[test]
+fn a_trickled_frame_holds_the_request_memory_only_until_its_frame_timeout() {
+    // The whole request memory is one frame's worth. A client announces a full-size frame
+    // and sends only part of it: it holds the budget, so a second client's request waits,
+    // until the frame timeout closes the trickler and gives the budget back.
+    let frame = 64 * 1024;
+    let broker = BrokerProcess::start_with(&[
+        "--max-frame-bytes",
+        &frame.to_string(),
+        "--max-request-memory-bytes",
+        &frame.to_string(),
+        "--frame-timeout-ms",
+        "1500",
+        "--max-message-bytes",
+        &(frame / 2).to_string(),
+    ]);
+    let mut trickler = RawConnection::connect(broker.address);
+    trickler
+        .send_bytes(&u32::try_from(frame).unwrap().to_be_bytes())
+        .unwrap();
+    trickler.send_bytes(&[0u8; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let started = Instant::now();
+    let mut waiting = RawConnection::connect(broker.address);
+    let (header, _) = waiting.call(1, &Request::ApiVersions);
+    let waited = started.elapsed();
+    assert_eq!(header.error_code, ErrorCode::NONE);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "served after {waited:?}: the trickler's frame should have held the whole budget"
+    );
+    assert!(
+        waited < Duration::from_secs(8),
+        "served after {waited:?}: the frame timeout should have freed the budget"
+    );
+    assert!(trickler.is_closed_by_peer(), "the trickler is closed");
+    assert!(broker.log().contains("not received whole in time"));
+    // With the budget back, requests are served at once again.
+    let started = Instant::now();
+    let (header, _) = waiting.call(2, &Request::ApiVersions);
+    assert_eq!(header.error_code, ErrorCode::NONE);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn connections_beyond_the_per_address_limit_are_closed_on_arrival() {
+    let broker = BrokerProcess::start_with(&["--max-connections-per-ip", "3"]);
+    let mut open: Vec<RawConnection> = (0..3)
+        .map(|_| RawConnection::connect(broker.address))
+        .collect();
+    for (id, connection) in open.iter_mut().enumerate() {
+        let (header, _) = connection.call(id as i32, &Request::ApiVersions);
+        assert_eq!(header.error_code, ErrorCode::NONE);
+    }
+    let mut fourth = RawConnection::connect(broker.address);
+    assert!(
+        fourth.is_closed_by_peer(),
+        "the fourth connection is closed"
+    );
+    assert!(broker.log().contains("too many from this address"));
+    // Closing one gives its place back (the broker notices the close asynchronously).
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = RawConnection::connect(broker.address);
+        again.send(9, &Request::ApiVersions);
+        if again.read_response(ApiKey::API_VERSIONS).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was never given back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

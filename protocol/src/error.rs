@@ -134,6 +134,8 @@ error_codes! {
     INVALID_CONFIG = 40, false, "a topic config key or value is invalid";
     INVALID_REQUEST = 42, false, "the request is malformed";
     POLICY_VIOLATION = 44, false, "the request violates the broker's policy";
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45, true, "the batch's sequence number does not follow the producer's last appended batch: resend the earlier batches first";
+    DUPLICATE_SEQUENCE_NUMBER = 46, false, "the batch repeats sequence numbers already appended, but is not one of the producer's recent batches";
     OFFSET_METADATA_TOO_LARGE = 12, false, "the offset's metadata text is longer than the broker accepts";
     COORDINATOR_LOAD_IN_PROGRESS = 14, true, "the coordinator is still loading committed offsets";
     COORDINATOR_NOT_AVAILABLE = 15, true, "the group coordinator is not available";

@@ -57,6 +57,28 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// An idempotent producer's batch does not follow its last appended one: an earlier
+    /// batch is missing, so this one is refused to keep the producer's order.
+    #[error("producer {producer_id}: batch starts at sequence {found}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence its next batch must start with.
+        expected: i32,
+        /// The sequence this batch starts with.
+        found: i32,
+    },
+    /// An idempotent producer's batch repeats appended sequences without being one of its
+    /// recent batches (or repeats one inside a multi-batch append).
+    #[error(
+        "producer {producer_id}: batch at sequence {found} repeats sequences already appended"
+    )]
+    DuplicateSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence this batch starts with.
+        found: i32,
+    },
     /// An earlier fsync failed, so what is on disk is unknown: the log refuses all writes
     /// until it is reopened (and recovered).
     #[error("log {path} is offline after an earlier i/o failure")]

@@ -38,6 +38,7 @@ mod error;
 mod file_name;
 mod index;
 mod partition_log;
+mod producers;
 mod recovery;
 mod retention;
 mod segment;

@@ -21,6 +21,7 @@ use mq_protocol::Offset;
 use super::checkpoint::{self, Checkpoint, CleanShutdown};
 use super::config::LogConfig;
 use super::error::{LogError, LogResult};
+use super::producers::{Check, Producers};
 use super::recovery;
 use super::retention;
 use super::segment::{OpenSegments, ReadPlan, Segment, SegmentContext};
@@ -117,6 +118,8 @@ pub struct PartitionLog {
     truncations: u64,
     /// Set when a write or fsync failed in a way that leaves the disk's state unknown.
     offline: bool,
+    /// Idempotent producers' sequences (in memory; see the `producers` module).
+    producers: Producers,
 }
 
 impl PartitionLog {
@@ -151,6 +154,7 @@ impl PartitionLog {
             dir_synced: 0,
             truncations: 0,
             offline: false,
+            producers: Producers::default(),
         };
         if !loaded.clean {
             // Recovery fsynced what it kept; record that, and that we are open.
@@ -219,6 +223,9 @@ impl PartitionLog {
             });
         }
         let mut headers = validate_append(batches)?;
+        if let Some(duplicate) = self.check_sequences(&headers)? {
+            return Ok(duplicate);
+        }
         let base_offset = self.log_end;
         let mut next_offset = base_offset;
         for (position, header) in &mut headers {
@@ -254,6 +261,9 @@ impl PartitionLog {
             return Err(error);
         }
         self.log_end = next_offset;
+        for (_, header) in &headers {
+            self.producers.record(header);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset: Offset(next_offset.0 - 1),
@@ -690,6 +700,43 @@ impl PartitionLog {
             self.write_checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Checks the append's batches against their producers' sequences (all or nothing):
+    /// `Some` answers a repeated batch with its original offsets, writing nothing.
+    fn check_sequences(&self, headers: &[(usize, BatchHeader)]) -> LogResult<Option<AppendInfo>> {
+        let mut checked: Vec<BatchHeader> = Vec::new();
+        for (_, header) in headers {
+            match self.producers.check(header, &checked) {
+                Check::Append => checked.push(*header),
+                Check::Duplicate {
+                    base_offset,
+                    last_offset,
+                } if headers.len() == 1 => {
+                    return Ok(Some(AppendInfo {
+                        base_offset,
+                        last_offset,
+                        log_end: self.log_end,
+                        batches: 0,
+                        bytes: 0,
+                    }));
+                }
+                Check::Duplicate { .. } | Check::Overlapping => {
+                    return Err(LogError::DuplicateSequence {
+                        producer_id: header.producer_id,
+                        found: header.base_sequence,
+                    });
+                }
+                Check::OutOfOrder { expected } => {
+                    return Err(LogError::OutOfOrderSequence {
+                        producer_id: header.producer_id,
+                        expected,
+                        found: header.base_sequence,
+                    });
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn check_online(&self) -> LogResult<()> {

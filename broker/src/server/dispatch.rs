@@ -308,6 +308,8 @@ fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
         LogError::InvalidBatch { .. } => ErrorCode::CORRUPT_MESSAGE,
         LogError::BatchTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+        LogError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        LogError::DuplicateSequence { .. } => ErrorCode::DUPLICATE_SEQUENCE_NUMBER,
         LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline { .. } => {
             ErrorCode::KAFKA_STORAGE_ERROR
         }

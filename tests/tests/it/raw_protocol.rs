@@ -514,3 +514,74 @@ fn connections_beyond_the_per_address_limit_are_closed_on_arrival() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn sequenced_batch(producer_id: i64, base_sequence: i32, values: &[&str]) -> BytesMut {
+    let mut builder =
+        BatchBuilder::new(Compression::None).with_producer(producer_id, 0, base_sequence);
+    for value in values {
+        builder
+            .append(&Record::new(
+                1_700_000_000_000,
+                None,
+                Some(Bytes::from(value.to_string())),
+            ))
+            .unwrap();
+    }
+    BytesMut::from(&builder.seal(0).unwrap()[..])
+}
+
+#[test]
+fn pipelined_batches_of_a_producer_are_appended_in_sequence_or_refused() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "seq", 1), ErrorCode::NONE);
+    // Three pipelined batches; the middle one is corrupt, so the third would leave a gap.
+    let mut corrupt = sequenced_batch(42, 2, &["c", "d"]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01;
+    let requests = [
+        produce("seq", 0, sequenced_batch(42, 0, &["a", "b"]), 1),
+        produce("seq", 0, corrupt, 1),
+        produce("seq", 0, sequenced_batch(42, 4, &["e"]), 1),
+    ];
+    for (id, request) in requests.iter().enumerate() {
+        connection.send(id as i32, request);
+    }
+    let mut codes = Vec::new();
+    for _ in &requests {
+        let (_, Some(Response::Produce(response))) =
+            connection.read_response(ApiKey::PRODUCE).unwrap()
+        else {
+            panic!("no produce response");
+        };
+        codes.push(response.topics[0].partitions[0].error_code);
+    }
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::NONE,
+            ErrorCode::CORRUPT_MESSAGE,
+            ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER
+        ]
+    );
+    // The producer resends in order: both land after the first, in sequence.
+    let resent = produce("seq", 0, sequenced_batch(42, 2, &["c", "d"]), 1);
+    assert_eq!(
+        produce_result(&mut connection, &resent),
+        (ErrorCode::NONE, 2)
+    );
+    let resent = produce("seq", 0, sequenced_batch(42, 4, &["e"]), 1);
+    assert_eq!(
+        produce_result(&mut connection, &resent),
+        (ErrorCode::NONE, 4)
+    );
+    // A retry whose acknowledgement was lost: answered with its offset, not stored again.
+    let retry = produce("seq", 0, sequenced_batch(42, 2, &["c", "d"]), 1);
+    assert_eq!(
+        produce_result(&mut connection, &retry),
+        (ErrorCode::NONE, 2)
+    );
+    // Nothing was stored twice: the next batch gets offset 5.
+    let next = produce("seq", 0, sequenced_batch(42, 5, &["f"]), 1);
+    assert_eq!(produce_result(&mut connection, &next), (ErrorCode::NONE, 5));
+}

@@ -17,5 +17,11 @@ pub const RECORD_FIELD_BYTES_MAX: usize = BATCH_BYTES_MAX;
 /// The most headers one record may carry.
 pub const RECORD_HEADERS_MAX: usize = 1 << 16;
 
+/// The most array elements one request may hold, over all its arrays: every element
+/// decodes into more memory than its bytes on the wire (an empty topic name is 2 bytes
+/// there and a `String` here), so without this a frame of the maximum size could take
+/// gigabytes once decoded. Ten topics of the largest size (10,000 partitions) fit.
+pub const REQUEST_ELEMENTS_MAX: usize = 100_000;
+
 const _: () = assert!(BATCH_BYTES_MAX <= i32::MAX as usize);
 const _: () = assert!(BATCH_BYTES_MAX <= DECOMPRESSED_BYTES_MAX);

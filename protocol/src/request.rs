@@ -16,6 +16,7 @@ pub use crate::group::{
     OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
     SyncGroupRequest, TopicPartitions,
 };
+use crate::limits;
 use crate::wire::{self, Reader};
 
 /// Identifies an API. The numbers are Kafka's, for familiarity.
@@ -224,6 +225,7 @@ impl Request {
                 api_version: header.api_version,
             });
         }
+        reader.limit_elements(limits::REQUEST_ELEMENTS_MAX);
         let body = &mut reader;
         let request = match header.api_key {
             ApiKey::API_VERSIONS => Request::ApiVersions,

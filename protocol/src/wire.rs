@@ -20,12 +20,23 @@ use crate::error::DecodeError;
 pub struct Reader {
     /// The bytes not yet read.
     rest: BytesMut,
+    /// Array elements the reader may still decode (see [`Reader::limit_elements`]).
+    elements_left: usize,
 }
 
 impl Reader {
     /// Reads from `frame`.
     pub fn new(frame: BytesMut) -> Reader {
-        Reader { rest: frame }
+        Reader {
+            rest: frame,
+            elements_left: usize::MAX,
+        }
+    }
+
+    /// Refuses arrays once `limit` elements were decoded over all of them, so that a
+    /// message's decoded size stays within a bound however its bytes are spent.
+    pub fn limit_elements(&mut self, limit: usize) {
+        self.elements_left = limit;
     }
 
     /// Bytes not yet read.
@@ -154,6 +165,12 @@ impl Reader {
         let count = usize::try_from(count).map_err(|_| DecodeError::Invalid {
             what: "array count",
         })?;
+        if count > self.elements_left {
+            return Err(DecodeError::Invalid {
+                what: "array elements beyond the request's limit",
+            });
+        }
+        self.elements_left -= count;
         if count.saturating_mul(min_element_bytes.max(1)) > self.rest.len() {
             return Err(DecodeError::Truncated {
                 needed: count.saturating_mul(min_element_bytes.max(1)),
@@ -228,6 +245,26 @@ pub fn put_nullable_array<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_element_limit_counts_over_all_arrays() {
+        let mut buffer = BytesMut::new();
+        for _ in 0..2 {
+            put_array(&mut buffer, &[1i32, 2, 3], |target, value| {
+                target.put_i32(*value)
+            });
+        }
+        let decode = |limit| {
+            let mut reader = Reader::new(buffer.clone());
+            reader.limit_elements(limit);
+            let first = reader.array(4, |reader| reader.i32())?;
+            let second = reader.array(4, |reader| reader.i32())?;
+            Ok::<_, DecodeError>((first, second))
+        };
+        assert_eq!(decode(6).unwrap(), (vec![1, 2, 3], vec![1, 2, 3]));
+        assert!(matches!(decode(5), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(decode(2), Err(DecodeError::Invalid { .. })));
+    }
 
     #[test]
     fn primitives_round_trip() {

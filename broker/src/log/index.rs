@@ -14,6 +14,12 @@
 //! read-only. Opening an index checks it ([`OffsetIndex::check`]); a failed check means the
 //! caller rebuilds it.
 //!
+//! The preallocation is sparse (`set_len`): the file system gives a page its block only when
+//! it is first written. A store through the map into a page without a block, on a full disk,
+//! raises SIGBUS and kills the process; a `write` returns `ENOSPC`. So pages are given blocks
+//! with a positioned write of zeros, `ALLOCATION_BYTES` at a time, before the map touches
+//! them, and appending an entry fails with the file system's error instead.
+//!
 //! Not thread-safe for writers: appends take `&mut self`. Readers share `&self`.
 //!
 //! This is the only module of the crate with `unsafe` code: the memory maps.
@@ -22,6 +28,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
@@ -30,6 +37,10 @@ use memmap2::{Mmap, MmapMut, MmapOptions};
 pub(crate) const OFFSET_ENTRY_BYTES: usize = 8;
 /// Bytes per time index entry.
 pub(crate) const TIME_ENTRY_BYTES: usize = 12;
+/// Index bytes given blocks at a time (zeros written through the descriptor) before the map
+/// writes into them: a multiple of every page size in use (4 KiB, 16 KiB, 64 KiB), so that no
+/// page the map touches is only partly backed.
+const ALLOCATION_BYTES: usize = 64 * 1024;
 
 /// A mapped file of `N`-byte entries, of which the first `len` are valid.
 #[derive(Debug)]
@@ -40,6 +51,9 @@ struct MappedEntries<const N: usize> {
     map: Map,
     /// Entries in use.
     len: usize,
+    /// Bytes from the start of the file known to have blocks (written through the file, not
+    /// only preallocated by `set_len`); the map writes only below this.
+    allocated: usize,
 }
 
 #[derive(Debug)]
@@ -94,6 +108,7 @@ impl<const N: usize> MappedEntries<N> {
             path: path.to_path_buf(),
             map: Map::ReadOnly(map),
             len,
+            allocated: 0,
         })
     }
 
@@ -110,16 +125,40 @@ impl<const N: usize> MappedEntries<N> {
         Self::map_writable(path, file, (bytes / N as u64) as usize, capacity)
     }
 
+    /// Maps `file`, whose first `len` entries are written (so have blocks), for appending up
+    /// to `capacity` entries.
     fn map_writable(path: &Path, file: File, len: usize, capacity: usize) -> io::Result<Self> {
         file.set_len((capacity * N) as u64)?;
         // SAFETY: as in `open_read_only`; in addition only this value writes through the map,
-        // and the file is not resized while it is mapped (`seal` drops the map first).
+        // and the file is not resized while it is mapped (`seal` drops the map first). The
+        // descriptor writes only zeros past `allocated`, where the map has never written and
+        // no entry in use lies, while `&mut self` rules out any borrow of the mapped bytes.
         let map = unsafe { MmapOptions::new().len(capacity * N).map_mut(&file)? };
         Ok(MappedEntries {
             path: path.to_path_buf(),
             map: Map::Writable(map, file),
             len,
+            allocated: len * N,
         })
+    }
+
+    /// Makes sure the file has blocks for `entries` entries after those in use (as many as
+    /// fit), so that appending them cannot fault on a full disk. Fails with the file system's
+    /// error (`ENOSPC`) instead.
+    fn reserve(&mut self, entries: usize) -> io::Result<()> {
+        let Map::Writable(map, file) = &self.map else {
+            return Ok(());
+        };
+        let needed = (self.len + entries).saturating_mul(N).min(map.len());
+        if needed <= self.allocated {
+            return Ok(());
+        }
+        let target = needed.next_multiple_of(ALLOCATION_BYTES).min(map.len());
+        #[cfg(test)]
+        super::fault::index_allocation()?;
+        file.write_all_at(&vec![0u8; target - self.allocated], self.allocated as u64)?;
+        self.allocated = target;
+        Ok(())
     }
 
     fn capacity(&self) -> usize {
@@ -137,18 +176,27 @@ impl<const N: usize> MappedEntries<N> {
         entry
     }
 
-    /// Appends an entry; `false` when the index is full or read-only.
-    fn push(&mut self, entry: [u8; N]) -> bool {
+    /// Appends an entry; `false` when the index is full or read-only, an error when its
+    /// page cannot be given a block (see `reserve`).
+    fn push(&mut self, entry: [u8; N]) -> io::Result<bool> {
+        if self.len >= self.capacity() || matches!(self.map, Map::ReadOnly(_)) {
+            return Ok(false);
+        }
+        self.reserve(1)?;
         let len = self.len;
         let Map::Writable(map, _) = &mut self.map else {
-            return false;
+            return Ok(false);
         };
         let Some(target) = map.get_mut(len * N..(len + 1) * N) else {
-            return false;
+            return Ok(false);
         };
+        assert!(
+            (len + 1) * N <= self.allocated,
+            "index entry in an unallocated page"
+        );
         target.copy_from_slice(&entry);
         self.len += 1;
-        true
+        Ok(true)
     }
 
     fn truncate(&mut self, len: usize) {
@@ -157,7 +205,7 @@ impl<const N: usize> MappedEntries<N> {
 
     /// Trims the file to its entries and maps it read-only.
     fn seal(self) -> io::Result<Self> {
-        let MappedEntries { path, map, len } = self;
+        let MappedEntries { path, map, len, .. } = self;
         if let Map::Writable(map, file) = map {
             // The map must go before the file shrinks: touching a mapped page past the end
             // of a file raises SIGBUS.
@@ -240,9 +288,10 @@ impl OffsetIndex {
         self.len().checked_sub(1).map(|slot| self.entry(slot))
     }
 
-    /// Appends an entry; `false` if the index is full. Entries must strictly increase in
-    /// both fields: a violation is a bug in the caller, so it panics.
-    pub(crate) fn append(&mut self, entry: OffsetEntry) -> bool {
+    /// Appends an entry; `false` if the index is full, an error if the file system has no
+    /// room for its page. Entries must strictly increase in both fields: a violation is a bug
+    /// in the caller, so it panics.
+    pub(crate) fn append(&mut self, entry: OffsetEntry) -> io::Result<bool> {
         if let Some(last) = self.last() {
             assert!(
                 entry.relative_offset > last.relative_offset && entry.position > last.position,
@@ -304,7 +353,6 @@ impl OffsetIndex {
     }
 
     /// The index file's path.
-    #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.entries.path
     }
@@ -370,11 +418,12 @@ impl TimeIndex {
         self.len().checked_sub(1).map(|slot| self.entry(slot))
     }
 
-    /// Appends an entry if it grows both fields; returns `false` only when the index is full.
-    pub(crate) fn maybe_append(&mut self, entry: TimeEntry) -> bool {
+    /// Appends an entry if it grows both fields; returns `false` only when the index is full,
+    /// an error if the file system has no room for its page.
+    pub(crate) fn maybe_append(&mut self, entry: TimeEntry) -> io::Result<bool> {
         if let Some(last) = self.last() {
             if entry.timestamp <= last.timestamp || entry.relative_offset <= last.relative_offset {
-                return true;
+                return Ok(true);
             }
         }
         let mut raw = [0u8; TIME_ENTRY_BYTES];
@@ -417,6 +466,11 @@ impl TimeIndex {
         Ok(())
     }
 
+    /// The index file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.entries.path
+    }
+
     /// Trims the file to its entries and maps it read-only.
     pub(crate) fn seal(self) -> io::Result<TimeIndex> {
         self.entries.seal().map(|entries| TimeIndex { entries })
@@ -437,7 +491,7 @@ mod tests {
     fn index_with(dir: &Path, entries: &[(u32, u32)]) -> OffsetIndex {
         let mut index = OffsetIndex::create(&dir.join("0.index"), 16).unwrap();
         for &(relative_offset, position) in entries {
-            assert!(index.append(entry(relative_offset, position)));
+            assert!(index.append(entry(relative_offset, position)).unwrap());
         }
         index
     }
@@ -478,10 +532,10 @@ mod tests {
     fn full_index_refuses_entries() {
         let dir = tempfile::tempdir().unwrap();
         let mut index = OffsetIndex::create(&dir.path().join("0.index"), 2).unwrap();
-        assert!(index.append(entry(1, 100)));
-        assert!(index.append(entry(2, 200)));
+        assert!(index.append(entry(1, 100)).unwrap());
+        assert!(index.append(entry(2, 200)).unwrap());
         assert_eq!(index.remaining(), 0);
-        assert!(!index.append(entry(3, 300)));
+        assert!(!index.append(entry(3, 300)).unwrap());
         assert_eq!(index.len(), 2);
     }
 
@@ -498,7 +552,7 @@ mod tests {
         assert_eq!(reopened.check(100), Ok(()));
         check_lookup(&reopened, 7, Some((5, 50)));
         let mut writable = OffsetIndex::open_writable(&path, 16).unwrap();
-        assert!(writable.append(entry(9, 90)));
+        assert!(writable.append(entry(9, 90)).unwrap());
         check_lookup(&writable, 9, Some((9, 90)));
     }
 
@@ -531,7 +585,7 @@ mod tests {
         assert_eq!(index.len(), 1);
         index.truncate_from(0);
         assert_eq!(index.len(), 0);
-        assert!(index.append(entry(2, 20)));
+        assert!(index.append(entry(2, 20)).unwrap());
     }
 
     #[test]
@@ -542,10 +596,10 @@ mod tests {
             timestamp,
             relative_offset,
         };
-        assert!(index.maybe_append(time(100, 0)));
-        assert!(index.maybe_append(time(100, 3))); // same timestamp: skipped
-        assert!(index.maybe_append(time(90, 4))); // older: skipped
-        assert!(index.maybe_append(time(200, 5)));
+        assert!(index.maybe_append(time(100, 0)).unwrap());
+        assert!(index.maybe_append(time(100, 3)).unwrap()); // same timestamp: skipped
+        assert!(index.maybe_append(time(90, 4)).unwrap()); // older: skipped
+        assert!(index.maybe_append(time(200, 5)).unwrap());
         assert_eq!(index.len(), 2);
         assert_eq!(index.check(), Ok(()));
         assert_eq!(index.last_before(100), None);

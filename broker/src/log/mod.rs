@@ -17,12 +17,15 @@
 //! - `segment.rs`: `Segment`, one `.log` with its indexes; the batch scanner.
 //! - `partition_log.rs`: [`PartitionLog`], the ordered segments: append, read, roll, flush,
 //!   retention, truncation, close.
+//! - `producers.rs`: idempotent producers' sequences (in memory): the order check and the
+//!   answer to a repeated batch.
 //! - `recovery.rs`: opening a directory; repairing the tail after a crash.
 //! - `retention.rs`: pure functions deciding which segments retention deletes.
 //! - `checkpoint.rs`: the atomically written checkpoint file.
 //! - `file_name.rs`: file names and their parsing.
 //! - `shared.rs`: [`SharedLog`], a log shared between threads, with group commit.
 //! - `config.rs`, `error.rs`: [`LogConfig`] and [`LogError`].
+//! - `fault.rs` (tests only): makes the next write fail as a full disk does.
 //!
 //! Thread safety: [`PartitionLog`] is single-writer (`&mut self` for every mutation) and not
 //! synchronised; [`SharedLog`] owns the concurrency.
@@ -35,6 +38,8 @@
 mod checkpoint;
 mod config;
 mod error;
+#[cfg(test)]
+pub(crate) mod fault;
 mod file_name;
 mod index;
 mod partition_log;

@@ -156,8 +156,15 @@ impl Tracking {
                 relative_offset: relative,
             };
             // A full index only costs lookup speed; the roll check keeps room in practice.
-            if parts.offset_index.append(entry) {
-                parts.time_index.maybe_append(time_entry);
+            let appended = parts
+                .offset_index
+                .append(entry)
+                .map_err(|source| index_error(parts.offset_index.path(), source))?;
+            if appended {
+                parts
+                    .time_index
+                    .maybe_append(time_entry)
+                    .map_err(|source| index_error(parts.time_index.path(), source))?;
             }
             self.bytes_since_index_entry = 0;
         }
@@ -287,12 +294,27 @@ impl Segment {
             .create_new(true)
             .open(&paths.log)
             .map_err(LogError::io(&paths.log))?;
+        let indexes = OffsetIndex::create(&paths.index, config.offset_index_capacity())
+            .map_err(LogError::io(&paths.index))
+            .and_then(|offset_index| {
+                let time_index = TimeIndex::create(&paths.time_index, config.time_index_capacity())
+                    .map_err(LogError::io(&paths.time_index))?;
+                Ok((offset_index, time_index))
+            });
+        let (offset_index, time_index) = match indexes {
+            Ok(indexes) => indexes,
+            Err(error) => {
+                // Leave nothing behind (a full disk can refuse the index files): a `.log`
+                // left here would make every later attempt fail on `create_new`.
+                drop(file);
+                let _ = delete_files(&paths);
+                return Err(error);
+            }
+        };
         let parts = Parts {
             file: Arc::new(file),
-            offset_index: OffsetIndex::create(&paths.index, config.offset_index_capacity())
-                .map_err(LogError::io(&paths.index))?,
-            time_index: TimeIndex::create(&paths.time_index, config.time_index_capacity())
-                .map_err(LogError::io(&paths.time_index))?,
+            offset_index,
+            time_index,
         };
         Ok(Segment {
             base_offset,
@@ -554,6 +576,10 @@ impl Segment {
 
     /// Writes `bytes` (whole batches, already validated and given offsets; `headers` are
     /// theirs, with their positions within `bytes`) at the end of the active segment.
+    ///
+    /// All or nothing: on failure (a full disk, for the `.log` or an index page) the segment
+    /// is as it was, the file cut back to its length before the write, so that no partial
+    /// batch stays on disk and the next append continues at the same position and offset.
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
@@ -568,19 +594,31 @@ impl Segment {
         else {
             panic!("append to sealed segment {base_offset}");
         };
-        if let Err(error) = parts.file.write_all_at(bytes, size) {
+        if let Err(error) = write_all_at(&parts.file, bytes, size) {
             // Cut off whatever part was written so the file ends at a batch boundary again;
             // if even that fails the caller takes the log offline.
             let _ = parts.file.set_len(size);
             return Err(LogError::io(&self.paths.log)(error));
         }
+        let before = *tracking;
         for (position, header) in headers {
             assert_eq!(
                 Offset::from_wire(header.base_offset),
                 Some(tracking.next_offset),
                 "append must continue the segment's offsets"
             );
-            tracking.on_batch(parts, base_offset, size + *position as u64, header, config)?;
+            let indexed =
+                tracking.on_batch(parts, base_offset, size + *position as u64, header, config);
+            if let Err(error) = indexed {
+                // An index page could not get its block (a full disk; see the `index`
+                // module). Undo the whole append: its index entries, the tracking, the bytes.
+                let first = relative_offset(base_offset, headers[0].1.base_offset)?;
+                parts.offset_index.truncate_from(first);
+                parts.time_index.truncate_from(first);
+                *tracking = before;
+                let _ = parts.file.set_len(size);
+                return Err(error);
+            }
         }
         self.size += bytes.len() as u64;
         Ok(())
@@ -589,6 +627,23 @@ impl Segment {
     /// Makes the segment immutable: records its max timestamp as the last time index entry,
     /// trims both indexes to their entries and maps them read-only.
     pub(crate) fn seal(&mut self) -> LogResult<()> {
+        // The final time index entry first, while the segment is whole: if the disk has no
+        // room for its page, the segment stays active and usable, and the caller gets the
+        // error.
+        if let State::Active {
+            parts, tracking, ..
+        } = &mut self.state
+        {
+            if let Some(relative_offset) = tracking.last_batch_relative {
+                parts
+                    .time_index
+                    .maybe_append(TimeEntry {
+                        timestamp: tracking.max_timestamp,
+                        relative_offset,
+                    })
+                    .map_err(|source| index_error(&self.paths.time_index, source))?;
+            }
+        }
         let placeholder = State::Sealed {
             parts: Arc::new(Mutex::new(None)),
             max_timestamp: OnceLock::new(),
@@ -962,10 +1017,14 @@ impl std::ops::Deref for PartsRef<'_> {
 /// their entries and maps them read-only.
 fn seal_parts(mut parts: Parts, tracking: &Tracking, paths: &SegmentPaths) -> LogResult<Parts> {
     if let Some(relative_offset) = tracking.last_batch_relative {
-        parts.time_index.maybe_append(TimeEntry {
-            timestamp: tracking.max_timestamp,
-            relative_offset,
-        });
+        // Already there when `Segment::seal` called this; needed for a rebuilt segment.
+        parts
+            .time_index
+            .maybe_append(TimeEntry {
+                timestamp: tracking.max_timestamp,
+                relative_offset,
+            })
+            .map_err(LogError::io(&paths.time_index))?;
     }
     Ok(Parts {
         file: parts.file,
@@ -1009,6 +1068,25 @@ fn relative_offset(base_offset: Offset, offset: i64) -> LogResult<u32> {
         .and_then(|offset| offset.0.checked_sub(base_offset.0))
         .and_then(|relative| u32::try_from(relative).ok())
         .ok_or(LogError::OffsetOverflow)
+}
+
+/// An I/O error on an index file (built only on failure: appends call this on every batch).
+fn index_error(path: &std::path::Path, source: io::Error) -> LogError {
+    LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `write_all_at`, through the test-only fault injection (a write failing part way, as on a
+/// full disk).
+fn write_all_at(file: &File, bytes: &[u8], position: u64) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some((written, error)) = super::fault::segment_write() {
+        file.write_all_at(&bytes[..written.min(bytes.len())], position)?;
+        return Err(error);
+    }
+    file.write_all_at(bytes, position)
 }
 
 /// Deletes a segment's files; missing ones are fine.

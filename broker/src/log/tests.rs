@@ -814,3 +814,112 @@ fn closed_log_reopens_at_the_same_state() {
     assert_eq!(log.recovery_point(), log_end);
     assert_every_offset_readable(&log);
 }
+
+/// Total bytes of the directory's `.log` files.
+fn log_bytes(dir: &Path) -> u64 {
+    segment_log_files(dir)
+        .iter()
+        .map(|path| fs::metadata(path).unwrap().len())
+        .sum()
+}
+
+/// Whether an append failed as on a full disk (the fault injection's `ENOSPC`).
+fn failed_for_space(result: &LogResult<AppendInfo>) -> bool {
+    matches!(result, Err(LogError::Io { source, .. }) if source.raw_os_error() == Some(28))
+}
+
+#[test]
+fn a_write_failing_part_way_leaves_no_partial_batch() {
+    // A full disk stops the write of an append after some bytes. The segment must be cut back
+    // to its length before the write (no partial batch on disk, the log end unchanged), the
+    // log must stay online, the next append must continue at the same offset, and a reopen
+    // after a crash must find nothing to cut. Small segments, so that some attempts roll.
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 3);
+    let attempt = batch(3, 100, T0);
+    for written in [0, 1, batch::HEADER_BYTES, attempt.len() - 1, 0, 7, 100, 200] {
+        let log_end = log.log_end();
+        let bytes = log_bytes(dir.path());
+        fault::fail_next_write_after(written);
+        let result = log.append(&mut attempt.clone(), now());
+        assert!(failed_for_space(&result), "{result:?}");
+        assert_eq!(log.log_end(), log_end);
+        assert_eq!(
+            log_bytes(dir.path()),
+            bytes,
+            "cut back after {written} bytes"
+        );
+        let info = log.append(&mut attempt.clone(), now()).unwrap();
+        assert_eq!(info.base_offset, log_end, "the next append continues");
+    }
+    assert!(log.segment_count() > 1, "some attempts rolled a segment");
+    assert_every_offset_readable(&log);
+    let (log_end, bytes) = (log.log_end(), log_bytes(dir.path()));
+    drop(log); // A crash: no clean shutdown.
+    let log = open(dir.path(), &config);
+    assert_eq!(log.log_end(), log_end);
+    assert_eq!(
+        log_bytes(dir.path()),
+        bytes,
+        "recovery found nothing to cut"
+    );
+    assert_every_offset_readable(&log);
+}
+
+#[test]
+fn an_index_page_the_disk_refuses_undoes_the_append() {
+    // Index files are preallocated sparse and written through a map: an entry's page gets its
+    // block by a write first, and when the disk refuses it (after the `.log` write succeeded)
+    // the append is undone whole. The offset index fails in the first round, the time index
+    // (after the offset index took its entry) in the second. A stale index entry left behind
+    // would make the next append's entry panic (entries must increase).
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    for successes in [0, 1] {
+        let mut log = open(dir.path(), &config);
+        // A fresh segment (the first round's log, or one rolled now): the next append after
+        // the first is due its first index entries, in pages without blocks.
+        log.roll(now()).unwrap();
+        fill(&mut log, 1);
+        let (log_end, bytes) = (log.log_end(), log_bytes(dir.path()));
+        fault::fail_index_allocation_after(successes);
+        let result = log.append(&mut batch(3, 100, T0), now());
+        assert!(failed_for_space(&result), "{result:?}");
+        assert_eq!(log.log_end(), log_end);
+        assert_eq!(log_bytes(dir.path()), bytes, "the written batch is cut off");
+        let info = log.append(&mut batch(3, 100, T0), now()).unwrap();
+        assert_eq!(info.base_offset, log_end);
+        fill(&mut log, 5);
+        assert_every_offset_readable(&log);
+        log.close().unwrap();
+    }
+    let log = open(dir.path(), &config);
+    assert_every_offset_readable(&log);
+}
+
+#[test]
+fn a_roll_the_disk_refuses_keeps_the_active_segment() {
+    // Sealing adds the segment's final time index entry; when the disk refuses its page the
+    // roll fails, and the segment stays active: appends go on and a later roll succeeds.
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments();
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 1);
+    fault::fail_index_allocation_after(0);
+    let result = log.roll(now());
+    assert!(
+        matches!(&result, Err(LogError::Io { source, .. }) if source.raw_os_error() == Some(28)),
+        "{result:?}"
+    );
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(fill(&mut log, 1), vec![Offset(3)]);
+    log.roll(now()).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(fill(&mut log, 1), vec![Offset(6)]);
+    assert_every_offset_readable(&log);
+}

@@ -48,11 +48,14 @@
 //!
 //! Retriable failures (a connection lost, a leader moved, a request timed out) are retried
 //! after [`ProducerConfig::retry_backoff`] until [`ProducerConfig::delivery_timeout`] runs
-//! out; then the future fails with the last error. A retry after a response was lost may
-//! write a batch twice: with `acks` 1 or all, delivery is at-least-once (an idempotent
-//! producer will remove such duplicates later). Records sent to one partition are written
-//! in the order of their `send` calls, retries included: a partition has at most one batch in
-//! flight, and a batch to retry goes before any later one.
+//! out; then the future fails with the last error. The producer is idempotent by default
+//! ([`ProducerConfig::idempotence`]): its batches carry a producer id and per-partition
+//! sequence numbers, so the broker appends a partition's batches only in sequence and
+//! answers a retried batch it already holds with its original offsets instead of storing it
+//! again. Records sent to one partition are written in the order of their `send` calls,
+//! retries included, with up to [`ProducerConfig::max_in_flight_per_partition`] batches in
+//! flight. The broker keeps the sequences in memory: a retry of a batch whose answer was
+//! lost in a broker restart may be stored twice (at-least-once).
 //!
 //! On the consuming side, [`Consumer::poll`] returns each partition's records in offset
 //! order from the consumer's position. What the application does with them before moving on,

@@ -4,19 +4,40 @@
 //! records without a key), reserves buffer space for it (waiting while the buffer is full),
 //! and appends it to the accumulator (`accumulator.rs`). A background sender task drains
 //! batches that are full or whose linger passed, groups them by their partition leader's
-//! address (one Produce request may carry batches of many partitions), and sends them, at
-//! most `max_in_flight` requests per broker and one batch per partition at a time. Retriable
-//! failures (leader moved, connection lost, timeout) put the batch back at the front of its
-//! partition's queue, to be resent after `retry_backoff` with fresh metadata, until its
-//! `delivery_timeout` runs out; so records of one partition keep their order.
+//! address (one Produce request may carry batches of many partitions, one batch of each), and
+//! sends them, at most `max_in_flight` requests per broker and `max_in_flight_per_partition`
+//! batches per partition at a time. Requests to one broker are written to its connection in
+//! the order they were drained, each waiting for the previous one to be queued there, so the
+//! broker, which appends a connection's produce requests in arrival order, sees a partition's
+//! batches in order.
 //!
-//! What an acknowledgement means is the `acks` setting's business; see the crate
-//! documentation. There is no idempotence yet: a retry after a lost response may write a
-//! batch twice (at-least-once).
+//! Idempotence (on by default, with `acks` 1 or all): the producer picks a random producer
+//! id, and every batch carries it with its partition's epoch and the sequence number of its
+//! first record. The broker appends a batch only when its sequence follows the last one it
+//! appended for the producer, answers a repeat of one of the last five batches with their
+//! original offsets without writing it again, and refuses anything else as out of order.
+//! Retriable failures (leader moved, connection lost, timeout, a batch refused as out of
+//! order because an earlier one was not appended) hold the partition until its batches in
+//! flight have settled, then resend its batches in order after `retry_backoff` with fresh
+//! metadata, until each one's `delivery_timeout` runs out. A batch that fails for good leaves
+//! a gap in the sequences; when the broker reports it, the partition's later batches are
+//! renumbered under a new epoch (see `accumulator.rs`).
+//!
+//! What is guaranteed: records of one partition are written in `send` order, retries
+//! included, with up to `max_in_flight_per_partition` batches in flight. A retry after a
+//! lost acknowledgement is recognised by the broker and not stored twice, as long as the
+//! broker stays up: its sequence state lives in memory, so after a broker restart a retry of
+//! a batch it had already appended may be stored twice (at-least-once). Without idempotence
+//! a partition has one batch in flight at a time and a retry after a lost response may write
+//! a batch twice. What an acknowledgement means is the `acks` setting's business; see the
+//! crate documentation.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
+use std::hash::BuildHasher;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -93,6 +114,17 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Produce requests awaiting a response per broker.
     pub max_in_flight: usize,
+    /// Whether batches carry a producer id and per-partition sequence numbers, so that the
+    /// broker drops repeats of a batch whose acknowledgement was lost and refuses batches
+    /// that would land out of order; this is what allows several batches of a partition in
+    /// flight. Applies with [`Acks::Leader`] and [`Acks::All`]; with [`Acks::None`] nothing
+    /// comes back to act on, and it is off.
+    pub idempotence: bool,
+    /// Batches of one partition sent and not yet acknowledged: 1 to 5 with idempotence (the
+    /// broker remembers a producer's last 5 batches per partition, so a retry must be one of
+    /// them); without idempotence always 1, whatever this says, since a retried batch could
+    /// otherwise land after a later one.
+    pub max_in_flight_per_partition: usize,
     /// Bytes of records buffered and not yet acknowledged; [`Producer::send`] waits while
     /// the buffer is full.
     pub buffer_bytes_max: usize,
@@ -108,10 +140,16 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             max_in_flight: 5,
+            idempotence: true,
+            max_in_flight_per_partition: 5,
             buffer_bytes_max: 32 * 1024 * 1024,
         }
     }
 }
+
+/// The most batches of one partition in flight with idempotence: the broker deduplicates
+/// against a producer's last 5 batches.
+const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
 
 impl ProducerConfig {
     fn validate(&self) -> Result<(), ClientError> {
@@ -135,10 +173,32 @@ impl ProducerConfig {
         if self.max_in_flight == 0 {
             return invalid("max_in_flight", "must be positive");
         }
+        if self.is_idempotent()
+            && !(1..=IDEMPOTENT_IN_FLIGHT_MAX).contains(&self.max_in_flight_per_partition)
+        {
+            return invalid(
+                "max_in_flight_per_partition",
+                "must be between 1 and 5 with idempotence",
+            );
+        }
         if self.delivery_timeout.is_zero() {
             return invalid("delivery_timeout", "must be positive");
         }
         Ok(())
+    }
+
+    /// Whether idempotence applies: asked for, and with acknowledgements to act on.
+    fn is_idempotent(&self) -> bool {
+        self.idempotence && self.acks != Acks::None
+    }
+
+    /// Batches of one partition in flight at once, as the accumulator applies it.
+    fn in_flight_per_partition(&self) -> usize {
+        if self.is_idempotent() {
+            self.max_in_flight_per_partition
+        } else {
+            1
+        }
     }
 }
 
@@ -311,6 +371,10 @@ struct State {
     sticky: StickyPartitions,
     /// Produce requests in flight, by broker address.
     in_flight: HashMap<String, usize>,
+    /// Per broker address, resolved once the last request sent there was queued on its
+    /// connection (or given up): the next request waits for it, so that requests reach the
+    /// connection in the order they were drained (tasks may start in any order).
+    turns: HashMap<String, oneshot::Receiver<()>>,
     /// Whether the producer is closing: no new records, everything sent without linger.
     closing: bool,
     /// Whether a metadata refresh is running.
@@ -325,12 +389,18 @@ impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Result<Producer, ClientError> {
         config.validate()?;
         let buffer = Arc::new(Semaphore::new(config.buffer_bytes_max));
+        let producer_id = config.is_idempotent().then(random_producer_id);
+        if let Some(producer_id) = producer_id {
+            tracing::debug!(producer_id, "idempotent producer");
+        }
         let accumulator = Accumulator::new(
             AccumulatorConfig {
                 linger: config.linger,
                 batch_bytes_max: config.batch_bytes_max,
                 compression: config.compression,
                 delivery_timeout: config.delivery_timeout,
+                producer_id,
+                max_in_flight_per_partition: config.in_flight_per_partition(),
             },
             Arc::clone(&buffer),
         );
@@ -341,6 +411,7 @@ impl Producer {
                 accumulator,
                 sticky: StickyPartitions::new(),
                 in_flight: HashMap::new(),
+                turns: HashMap::new(),
                 closing: false,
                 refreshing: false,
                 refreshed_at: None,
@@ -582,13 +653,17 @@ async fn run_sender(shared: Arc<Shared>) {
                     .or_default()
                     .push((leader, batch));
             }
-            for address in requests.keys() {
+            let mut turns = Vec::with_capacity(requests.len());
+            for (address, batches) in requests {
                 *state.in_flight.entry(address.clone()).or_default() += 1;
+                let (done, next) = oneshot::channel();
+                let previous = state.turns.insert(address.clone(), next);
+                turns.push((address, batches, Turn { previous, done }));
             }
-            (requests, next_wakeup)
+            (turns, next_wakeup)
         };
-        for (address, batches) in requests {
-            tokio::spawn(produce(Arc::clone(&shared), address, batches));
+        for (address, batches, turn) in requests {
+            tokio::spawn(produce(Arc::clone(&shared), address, batches, turn));
         }
         // The progress of expiries and completions above may unblock flush waiters.
         shared.progress.notify_waiters();
@@ -604,9 +679,38 @@ async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-/// Sends one Produce request with `batches` to the leader at `address`, and settles each
-/// batch: completed, retried or failed.
-async fn produce(shared: Arc<Shared>, address: String, batches: Vec<(Leader, Batch)>) {
+/// A request's place in the order of the requests to one broker.
+#[derive(Debug)]
+struct Turn {
+    /// Resolves (or fails: the previous task ended) once the previous request to the broker
+    /// was queued on its connection; `None` for the first request to a broker.
+    previous: Option<oneshot::Receiver<()>>,
+    /// Dropped once this request is queued on its connection (or given up), to let the next
+    /// one go.
+    done: oneshot::Sender<()>,
+}
+
+/// Runs `future`, a request on a connection, and drops `done` once it has been polled once:
+/// a request is queued on its connection on its first poll (unless the connection's queue
+/// is full; then it waits in a fair queue, which keeps the order too).
+async fn after_first_poll<F: Future>(future: F, done: oneshot::Sender<()>) -> F::Output {
+    let mut future = pin!(future);
+    let first = std::future::poll_fn(|context| Poll::Ready(future.as_mut().poll(context))).await;
+    drop(done);
+    match first {
+        Poll::Ready(output) => output,
+        Poll::Pending => future.await,
+    }
+}
+
+/// Sends one Produce request with `batches` to the leader at `address`, after the previous
+/// request to it was queued, and settles each batch: completed, retried or failed.
+async fn produce(shared: Arc<Shared>, address: String, batches: Vec<(Leader, Batch)>, turn: Turn) {
+    if let Some(previous) = turn.previous {
+        // An error only says the previous task ended without queueing: nothing to wait for.
+        let _ = previous.await;
+    }
+    let done = turn.done;
     let config = &shared.config;
     let request_timeout = shared.client.config().request_timeout;
     let request = produce_request(config.acks, request_timeout, &batches);
@@ -622,14 +726,21 @@ async fn produce(shared: Arc<Shared>, address: String, batches: Vec<(Leader, Bat
         .max(Duration::from_millis(1));
     let outcome = match shared.client.connection(&address).await {
         Ok(connection) if config.acks == Acks::None => {
-            connection.send_no_response(request).await.map(|()| None)
+            after_first_poll(connection.send_no_response(request), done)
+                .await
+                .map(|()| None)
         }
-        Ok(connection) => match connection.request_with_timeout(request, timeout).await {
-            Ok(Response::Produce(response)) => Ok(Some(response)),
-            Ok(_) => Err(ClientError::UnexpectedResponse { api: "Produce" }),
-            Err(error) => Err(error),
-        },
-        Err(error) => Err(error),
+        Ok(connection) => {
+            match after_first_poll(connection.request_with_timeout(request, timeout), done).await {
+                Ok(Response::Produce(response)) => Ok(Some(response)),
+                Ok(_) => Err(ClientError::UnexpectedResponse { api: "Produce" }),
+                Err(error) => Err(error),
+            }
+        }
+        Err(error) => {
+            drop(done);
+            Err(error)
+        }
     };
     let now = Instant::now();
     let mut state = shared.lock();
@@ -744,6 +855,20 @@ fn closed() -> ClientError {
     }
 }
 
+/// A producer id in `0..i64::MAX`, random enough that two producers writing to one partition
+/// do not share one (the broker tells producers apart only by it): std's randomly keyed
+/// hasher over the time, the process id and a counter.
+fn random_producer_id() -> i64 {
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let count = CREATED.fetch_add(1, Ordering::Relaxed);
+    let hash = RandomState::new().hash_one((nanos, std::process::id(), count));
+    let id = (hash >> 1) % i64::MAX.unsigned_abs();
+    i64::try_from(id).expect("below i64::MAX")
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -772,6 +897,43 @@ mod tests {
             ..ProducerConfig::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn idempotence_bounds_the_batches_in_flight_per_partition() {
+        let default = ProducerConfig::default();
+        assert!(default.is_idempotent());
+        assert_eq!(default.in_flight_per_partition(), 5);
+        for bad in [0, 6] {
+            let config = ProducerConfig {
+                max_in_flight_per_partition: bad,
+                ..ProducerConfig::default()
+            };
+            assert_eq!(
+                config.validate().unwrap_err().to_string(),
+                "invalid max_in_flight_per_partition: must be between 1 and 5 with idempotence"
+            );
+        }
+        let without = ProducerConfig {
+            idempotence: false,
+            max_in_flight_per_partition: 6,
+            ..ProducerConfig::default()
+        };
+        without.validate().unwrap();
+        assert_eq!(without.in_flight_per_partition(), 1, "forced to one");
+        let acks_none = ProducerConfig {
+            acks: Acks::None,
+            ..ProducerConfig::default()
+        };
+        assert!(!acks_none.is_idempotent(), "nothing comes back to act on");
+        assert_eq!(acks_none.in_flight_per_partition(), 1);
+    }
+
+    #[test]
+    fn producer_ids_are_non_negative_and_differ() {
+        let ids: std::collections::BTreeSet<i64> = (0..100).map(|_| random_producer_id()).collect();
+        assert_eq!(ids.len(), 100);
+        assert!(ids.iter().all(|id| (0..i64::MAX).contains(id)));
     }
 
     #[test]

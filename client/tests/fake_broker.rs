@@ -4,14 +4,15 @@
 //! one exact exchange, for the connection's behaviour: responses out of order, a socket
 //! closed mid-request, a late answer after a timeout. [`FakeBroker`] is a small in-memory
 //! broker (one node, topics of in-memory logs, each request answered by its own task as the
-//! real broker does) with knobs to misbehave, for the producer, consumer, admin and the
-//! reconnection logic. It is also the coordinator of one consumer group, `g`, and notes the
+//! real broker does, produce requests appended in arrival order and checked against their
+//! producers' sequences as the real broker does) with knobs to misbehave, for the producer,
+//! consumer, admin and the reconnection logic. It is also the coordinator of one consumer group, `g`, and notes the
 //! group requests it gets (and what tests' rebalance listeners add) as events, so that tests
 //! can assert their order.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -293,6 +294,87 @@ struct Log {
     batches: Vec<Bytes>,
     /// The next offset.
     end: i64,
+    /// Idempotent producers' sequence state, by producer id.
+    producers: BTreeMap<i64, ProducerState>,
+}
+
+/// An idempotent producer's state in one partition, by the real broker's rules
+/// (`broker/src/log/producers.rs`).
+struct ProducerState {
+    /// The epoch of its batches; another epoch starts afresh.
+    epoch: i16,
+    /// The sequence of the last record appended.
+    last_sequence: i32,
+    /// Its last five batches: first sequence, last sequence, base offset.
+    recent: VecDeque<(i32, i32, i64)>,
+}
+
+/// What a produced batch came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    /// Appended at this base offset.
+    Appended(i64),
+    /// A repeat of a recent batch, first appended at this base offset.
+    Duplicate(i64),
+    /// Refused: its sequence does not follow the producer's last.
+    OutOfOrder,
+}
+
+/// The sequence after `sequence` by `count` records, wrapping from `i32::MAX` to 0.
+fn sequence_plus(sequence: i32, count: i32) -> i32 {
+    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+impl Log {
+    /// Appends a batch, or answers a repeat with its original offset, or refuses it, by its
+    /// producer's sequence: a batch without a producer id, or of a producer or epoch new to
+    /// the log, is appended as it comes.
+    fn produce(&mut self, mut records: BytesMut) -> Stored {
+        let header = batch::validate(&records).unwrap();
+        let last_sequence = sequence_plus(header.base_sequence, header.record_count - 1);
+        let known = self
+            .producers
+            .get(&header.producer_id)
+            .filter(|producer| producer.epoch == header.producer_epoch);
+        if let (true, Some(producer)) = (header.producer_id >= 0, known) {
+            let repeat = producer
+                .recent
+                .iter()
+                .find(|(first, last, _)| *first == header.base_sequence && *last == last_sequence);
+            if let Some((_, _, base_offset)) = repeat {
+                return Stored::Duplicate(*base_offset);
+            }
+            if header.base_sequence != sequence_plus(producer.last_sequence, 1) {
+                return Stored::OutOfOrder;
+            }
+        }
+        let base_offset = self.end;
+        batch::set_base_offset(&mut records, base_offset);
+        self.end = header.next_offset() - header.base_offset + base_offset;
+        self.batches.push(records.freeze());
+        if header.producer_id >= 0 {
+            let producer = self
+                .producers
+                .entry(header.producer_id)
+                .or_insert(ProducerState {
+                    epoch: header.producer_epoch,
+                    last_sequence: -1,
+                    recent: VecDeque::new(),
+                });
+            if producer.epoch != header.producer_epoch {
+                producer.epoch = header.producer_epoch;
+                producer.recent.clear();
+            }
+            producer.last_sequence = last_sequence;
+            if producer.recent.len() == 5 {
+                producer.recent.pop_front();
+            }
+            producer
+                .recent
+                .push_back((header.base_sequence, last_sequence, base_offset));
+        }
+        Stored::Appended(base_offset)
+    }
 }
 
 #[derive(Default)]
@@ -303,6 +385,21 @@ struct BrokerState {
     produces: Vec<(i16, Vec<(String, i32)>)>,
     /// Produce answers still to fail with NOT_LEADER_OR_FOLLOWER.
     produce_failures: usize,
+    /// How long produce answers take (the batches are appended at once, in arrival order).
+    produce_delay: Duration,
+    /// Counts the batches of idempotent producers received, refused ones included.
+    producer_batches: usize,
+    /// The index (in `producer_batches`) of one batch to refuse with NOT_LEADER_OR_FOLLOWER.
+    refuse_batch: Option<usize>,
+    /// The index (in `producer_batches`) of a batch after whose append the broker drops the
+    /// connection without answering (nor anything else still unanswered on it).
+    drop_after_batch: Option<usize>,
+    /// What idempotent producers' batches came to, in arrival order.
+    stored: Vec<Stored>,
+    /// Producer ids seen in produced batches.
+    producer_ids: BTreeSet<i64>,
+    /// Produce answers pending (appended, not yet answered), and the most there ever were.
+    produce_answers_pending: (usize, usize),
     /// Fetch offsets asked, in order.
     fetch_offsets: Vec<i64>,
 }
@@ -385,6 +482,26 @@ impl FakeBroker {
                 let request = Request::decode(&header, reader).unwrap();
                 let broker = Arc::clone(&self);
                 let answers = answers.clone();
+                if let Request::Produce(request) = request {
+                    // Appended here, in arrival order, as the real broker does; answered
+                    // later.
+                    let (response, drop_connection) = broker.produce_in_order(request);
+                    if drop_connection {
+                        writer.abort();
+                        return;
+                    }
+                    tokio::spawn(async move {
+                        let delay = broker.state.lock().unwrap().produce_delay;
+                        tokio::time::sleep(delay).await;
+                        broker.state.lock().unwrap().produce_answers_pending.0 -= 1;
+                        if let Some(response) = response {
+                            let _ = answers
+                                .send(response_frame(header.correlation_id, &response))
+                                .await;
+                        }
+                    });
+                    continue;
+                }
                 tokio::spawn(async move {
                     if let Some(response) = broker.handle(request).await {
                         let _ = answers
@@ -548,8 +665,26 @@ impl FakeBroker {
         }
     }
 
+    /// Appends a produce request's batches and returns its answer (none with acks=0), and
+    /// whether to drop the connection instead of answering; counts the answer as pending.
+    fn produce_in_order(&self, request: ProduceRequest) -> (Option<Response>, bool) {
+        let drop_before = self.state.lock().unwrap().drop_after_batch;
+        let response = self.produce(request);
+        let mut state = self.state.lock().unwrap();
+        let dropped = drop_before.is_some_and(|index| index < state.producer_batches);
+        if dropped {
+            state.drop_after_batch = None;
+            return (None, true);
+        }
+        let pending = &mut state.produce_answers_pending;
+        pending.0 += 1;
+        pending.1 = pending.1.max(pending.0);
+        (response, false)
+    }
+
     fn produce(&self, request: ProduceRequest) -> Option<Response> {
         let mut state = self.state.lock().unwrap();
+        let state = &mut *state;
         let written: Vec<_> = request
             .topics
             .iter()
@@ -572,18 +707,30 @@ impl FakeBroker {
                 partitions: topic
                     .partitions
                     .into_iter()
-                    .map(|mut partition| {
+                    .map(|partition| {
                         let log = &mut state.topics.get_mut(&topic.name).unwrap()
                             [partition.partition as usize];
-                        let (error_code, base_offset) = if fail {
+                        let producer_id =
+                            BatchHeader::parse(&partition.records).unwrap().producer_id;
+                        state.producer_ids.insert(producer_id);
+                        let index = state.producer_batches;
+                        if producer_id >= 0 {
+                            state.producer_batches += 1;
+                        }
+                        let refuse = producer_id >= 0 && state.refuse_batch == Some(index);
+                        let (error_code, base_offset) = if fail || refuse {
                             (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1)
                         } else {
-                            let base_offset = log.end;
-                            batch::set_base_offset(&mut partition.records, base_offset);
-                            let header = batch::validate(&partition.records).unwrap();
-                            log.end = header.next_offset();
-                            log.batches.push(partition.records.freeze());
-                            (ErrorCode::NONE, base_offset)
+                            let stored = log.produce(partition.records);
+                            if producer_id >= 0 {
+                                state.stored.push(stored);
+                            }
+                            match stored {
+                                Stored::Appended(base_offset) | Stored::Duplicate(base_offset) => {
+                                    (ErrorCode::NONE, base_offset)
+                                }
+                                Stored::OutOfOrder => (ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, -1),
+                            }
                         };
                         ProducePartitionResponse {
                             partition: partition.partition,
@@ -734,6 +881,115 @@ async fn the_producer_retries_not_leader_and_keeps_order() {
         broker.metadata_requests.load(Ordering::SeqCst) > metadata_before,
         "NOT_LEADER_OR_FOLLOWER makes the producer look up leaders again"
     );
+    producer.close().await;
+}
+
+/// Sends `count` records `v0`, `v1`, ... to partition 0 of `t` without waiting, in small
+/// batches, and returns their offsets once all are acknowledged.
+async fn send_pipelined(producer: &Producer, count: i64) -> Vec<i64> {
+    let mut deliveries = Vec::new();
+    for index in 0..count {
+        let record = ProducerRecord::new("t", format!("v{index}")).with_partition(0);
+        deliveries.push(producer.send(record).await.unwrap());
+        if index % 4 == 3 {
+            // Let the sender take what is sealed, so that batches go one by one.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.unwrap().offset);
+    }
+    offsets
+}
+
+fn pipelining_config() -> ProducerConfig {
+    ProducerConfig {
+        // About four records per batch.
+        batch_bytes_max: 100,
+        ..producer_config()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_refused_in_a_pipeline_is_resent_first_and_records_land_once_in_order() {
+    // Goal: with several batches of a partition in flight, one refused with
+    // NOT_LEADER_OR_FOLLOWER makes the broker refuse the later ones as out of order; the
+    // producer resends them all in order, and every record is stored once, in send order,
+    // at the offset its delivery reports. Method: a fake broker enforcing the sequence rules
+    // and answering produce requests 30 ms late (so that batches pipeline), refusing the
+    // fourth batch it gets.
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    {
+        let mut state = broker.state.lock().unwrap();
+        state.produce_delay = Duration::from_millis(30);
+        state.refuse_batch = Some(3);
+    }
+    let producer = Producer::new(broker.client().await, pipelining_config()).unwrap();
+    let offsets = send_pipelined(&producer, 60).await;
+    assert_eq!(offsets, (0..60).collect::<Vec<i64>>());
+    let expected: Vec<_> = (0..60).map(|index| (index, format!("v{index}"))).collect();
+    assert_eq!(broker.log("t", 0), expected, "written once each, in order");
+    {
+        let state = broker.state.lock().unwrap();
+        assert!(
+            state.produce_answers_pending.1 >= 2,
+            "batches were pipelined: at most {} answers pending",
+            state.produce_answers_pending.1
+        );
+        assert!(
+            state.stored.contains(&Stored::OutOfOrder),
+            "a batch behind the refused one was refused too: {:?}",
+            state.stored
+        );
+        assert_eq!(state.producer_ids.len(), 1, "{:?}", state.producer_ids);
+        assert!(state.producer_ids.first().unwrap() >= &0);
+    }
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_is_recognised_and_not_stored_twice() {
+    // Goal: batches appended whose answers are lost with their connection are resent, and
+    // the broker answers the repeats with their original offsets instead of storing them
+    // again. Method: the fake broker drops the connection right after appending the third
+    // batch, with the answers of the batches before it still pending.
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    {
+        let mut state = broker.state.lock().unwrap();
+        state.produce_delay = Duration::from_millis(30);
+        state.drop_after_batch = Some(2);
+    }
+    let producer = Producer::new(broker.client().await, pipelining_config()).unwrap();
+    let offsets = send_pipelined(&producer, 40).await;
+    assert_eq!(offsets, (0..40).collect::<Vec<i64>>());
+    let expected: Vec<_> = (0..40).map(|index| (index, format!("v{index}"))).collect();
+    assert_eq!(broker.log("t", 0), expected, "written once each, in order");
+    let stored = broker.state.lock().unwrap().stored.clone();
+    assert!(
+        stored
+            .iter()
+            .any(|stored| matches!(stored, Stored::Duplicate(_))),
+        "a resent batch was recognised: {stored:?}"
+    );
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn without_idempotence_batches_carry_no_producer_id() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        idempotence: false,
+        ..pipelining_config()
+    };
+    let producer = Producer::new(broker.client().await, config).unwrap();
+    let offsets = send_pipelined(&producer, 10).await;
+    assert_eq!(offsets, (0..10).collect::<Vec<i64>>());
+    {
+        let state = broker.state.lock().unwrap();
+        assert_eq!(state.producer_ids, BTreeSet::from([-1]));
+        assert!(state.stored.is_empty(), "nothing to check");
+    }
     producer.close().await;
 }
 
@@ -1803,4 +2059,27 @@ async fn admin_lists_describes_resets_and_deletes_groups() {
         .await
         .unwrap();
     assert_eq!((earliest[&t0], latest[&t0], latest[&t1]), (0, 3, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_reach_the_broker_in_the_order_they_were_drained() {
+    // Goal: on a multi-thread runtime, where tasks spawned one after the other may start in
+    // any order, a partition's pipelined batches still reach the broker in sequence order
+    // (none refused as out of order). Method: 200 records in small batches, answers 30 ms late
+    // so that several requests are in flight, nothing failing.
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.state.lock().unwrap().produce_delay = Duration::from_millis(30);
+    let producer = Producer::new(broker.client().await, pipelining_config()).unwrap();
+    let offsets = send_pipelined(&producer, 200).await;
+    assert_eq!(offsets, (0..200).collect::<Vec<i64>>());
+    {
+        let state = broker.state.lock().unwrap();
+        assert!(state.produce_answers_pending.1 >= 2, "pipelined");
+        assert!(
+            !state.stored.contains(&Stored::OutOfOrder),
+            "{:?}",
+            state.stored
+        );
+    }
+    producer.close().await;
 }

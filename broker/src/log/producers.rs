@@ -4,18 +4,20 @@
 //! A producer that sets a producer id (>= 0) in its batch headers numbers its records per
 //! partition (`base_sequence`). For each producer id the log remembers the epoch, the last
 //! appended sequence and its last few batches. A batch is then
-//! - appended when its first sequence follows the last one (or the producer, or its epoch, is
-//!   new to this log: the state starts afresh),
+//! - appended when its first sequence follows the last one, or when it starts at sequence 0
+//!   and its producer, or the producer's epoch, is new to this log (the state starts afresh;
+//!   a new producer or epoch starting elsewhere is refused, as a gap),
 //! - answered with its original offsets, and not written again, when it repeats one of the
 //!   recent batches exactly (a retry whose acknowledgement was lost),
 //! - refused otherwise (`OUT_OF_ORDER_SEQUENCE_NUMBER`): an earlier batch of that producer
 //!   was not appended, and the producer must resend that one first.
 //!
 //! So a producer with several batches of a partition in flight never gets them appended out
-//! of order, whatever fails in between. The state lives in memory only: after a restart the
-//! first batch of each producer is accepted as it comes (no batch from before the restart
-//! can still be in flight then), and a retry of a batch appended before the restart is
-//! stored again (at-least-once). Batches without a producer id are not checked.
+//! of order, whatever fails in between. The state lives in memory only: after a restart a
+//! producer's next batch is refused unless it starts at 0, so the producer renumbers what it
+//! has not had acknowledged under a new epoch and resends it in order; a retry of a batch
+//! appended before the restart is then stored again (at-least-once). Batches without a
+//! producer id are not checked.
 //!
 //! Work is per batch, from the header, never per record.
 
@@ -29,7 +31,7 @@ use mq_protocol::Offset;
 const RECENT_BATCHES: usize = 5;
 
 /// Producers remembered per partition; the least recently used is forgotten beyond this
-/// (it then starts afresh, losing only deduplication of its in-flight retries).
+/// (its next batch is then refused unless it starts at 0, and the producer renumbers).
 pub(crate) const PRODUCERS_MAX: usize = 4096;
 
 /// A batch a producer appended.
@@ -94,7 +96,7 @@ impl Producers {
             (Some(other), _) if other.producer_epoch == header.producer_epoch => {
                 last_sequence_of(other)
             }
-            (Some(_), _) => return Check::Append,
+            (Some(_), _) => return start_of_epoch(header),
             (None, Some(producer)) if producer.epoch == header.producer_epoch => {
                 if let Some(recent) = producer.recent.iter().find(|recent| {
                     recent.first_sequence == header.base_sequence
@@ -107,8 +109,8 @@ impl Producers {
                 }
                 producer.last_sequence
             }
-            // New producer, or a new epoch: start afresh.
-            (None, _) => return Check::Append,
+            // New producer, or a new epoch: it starts afresh, at sequence 0.
+            (None, _) => return start_of_epoch(header),
         };
         let expected = next_sequence(last_sequence);
         if header.base_sequence == expected {
@@ -180,6 +182,16 @@ impl Producers {
     }
 }
 
+/// A producer's first batch in this log, or the first of a new epoch, must start at 0:
+/// otherwise earlier batches of it may be missing (appended before a restart, or not yet).
+fn start_of_epoch(header: &BatchHeader) -> Check {
+    if header.base_sequence == 0 {
+        Check::Append
+    } else {
+        Check::OutOfOrder { expected: 0 }
+    }
+}
+
 /// The sequence of a batch's last record (sequences wrap from `i32::MAX` to 0, as Kafka's).
 fn last_sequence_of(header: &BatchHeader) -> i32 {
     let sum = i64::from(header.base_sequence) + i64::from(header.last_offset_delta);
@@ -245,14 +257,24 @@ mod tests {
         );
         append(&mut producers, &mut batch(7, 0, 5, 1), &mut offset);
         assert_eq!(
-            producers.check(&batch(8, 0, 40, 1), &[]),
+            producers.check(&batch(8, 0, 0, 1), &[]),
             Check::Append,
             "a new producer"
         );
         assert_eq!(
-            producers.check(&batch(7, 1, 40, 1), &[]),
+            producers.check(&batch(7, 1, 0, 1), &[]),
             Check::Append,
             "a new epoch"
+        );
+        assert_eq!(
+            producers.check(&batch(8, 0, 40, 1), &[]),
+            Check::OutOfOrder { expected: 0 },
+            "a new producer starting elsewhere than 0"
+        );
+        assert_eq!(
+            producers.check(&batch(7, 1, 40, 1), &[]),
+            Check::OutOfOrder { expected: 0 },
+            "a new epoch starting elsewhere than 0"
         );
         assert_eq!(
             producers.check(&batch(-1, -1, -1, 5), &[]),
@@ -306,6 +328,12 @@ mod tests {
     fn sequences_wrap_after_the_largest() {
         let mut producers = Producers::default();
         let mut offset = 0;
+        append(&mut producers, &mut batch(7, 0, 0, 1), &mut offset);
+        if let Some(producer) = producers.by_id.get_mut(&7) {
+            // As if 2^31 - 2 records had followed (and the first batch was long forgotten).
+            producer.last_sequence = i32::MAX - 2;
+            producer.recent.clear();
+        }
         append(
             &mut producers,
             &mut batch(7, 0, i32::MAX - 1, 2),
@@ -327,14 +355,15 @@ mod tests {
         }
         assert_eq!(producers.len(), PRODUCERS_MAX);
         assert_eq!(
-            producers.check(&batch(0, 0, 5, 1), &[]),
-            Check::Append,
-            "producer 0 was forgotten, so it starts afresh"
+            producers.check(&batch(0, 0, 1, 1), &[]),
+            Check::OutOfOrder { expected: 0 },
+            "producer 0 was forgotten: it must start afresh at 0"
         );
-        assert!(matches!(
-            producers.check(&batch(1, 0, 5, 1), &[]),
-            Check::OutOfOrder { .. }
-        ));
+        assert_eq!(
+            producers.check(&batch(1, 0, 1, 1), &[]),
+            Check::Append,
+            "producer 1 is remembered"
+        );
     }
 }
 
@@ -380,7 +409,14 @@ mod log_tests {
         // A batch after a missing one (sequence 5 never came) is refused.
         let gap = log.append(&mut batch(7, 6, 1), now).unwrap_err();
         assert!(
-            matches!(gap, LogError::OutOfOrderSequence { expected: 5, found: 6, .. }),
+            matches!(
+                gap,
+                LogError::OutOfOrderSequence {
+                    expected: 5,
+                    found: 6,
+                    ..
+                }
+            ),
             "{gap}"
         );
         assert_eq!(log.log_end().0, 5);
@@ -388,10 +424,22 @@ mod log_tests {
         log.append(&mut batch(7, 6, 1), now).unwrap();
         assert_eq!(log.log_end().0, 7);
 
-        // The state is in memory: after a restart a producer starts afresh.
+        // The state is in memory: after a restart the producer must start again at 0.
         log.close().unwrap();
         let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
-        log.append(&mut batch(7, 40, 1), now).unwrap();
+        let restarted = log.append(&mut batch(7, 7, 1), now).unwrap_err();
+        assert!(
+            matches!(
+                restarted,
+                LogError::OutOfOrderSequence {
+                    expected: 0,
+                    found: 7,
+                    ..
+                }
+            ),
+            "{restarted}"
+        );
+        log.append(&mut batch(7, 0, 1), now).unwrap();
         assert_eq!(log.log_end().0, 8);
     }
 }

@@ -1,7 +1,8 @@
 //! Integration-test support, shared by the tests under `tests/tests/it/`:
 //! [`BrokerProcess`] starts a real `mq-broker` on an ephemeral loopback port in a temporary
 //! data directory, kills or stops it, and restarts it; [`raw`] speaks the wire protocol by
-//! hand, for tests of what a misbehaving client can send.
+//! hand, for tests of what a misbehaving client can send; [`rng::Rng`] is a small seeded
+//! generator for randomised tests that print their seed and take it back.
 //!
 //! The binaries are found next to the test executable's directory (`target/<profile>/`),
 //! so `cargo build --workspace --bins` must run before the tests (CI does).
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod raw;
+pub mod rng;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -82,6 +84,23 @@ impl BrokerProcess {
         }
     }
 
+    /// Starts a broker with extra flags whose data directory is `data_dir` (for example on a
+    /// file system the test mounted); its log goes to a fresh temporary directory.
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> BrokerProcess {
+        let temp = tempfile::tempdir().expect("creating a temp dir");
+        let log_path = temp.path().join("broker.log");
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        let (child, address) = spawn(data_dir, "127.0.0.1:0", &args, &log_path);
+        BrokerProcess {
+            child: Some(child),
+            address,
+            data_dir: data_dir.to_path_buf(),
+            args,
+            log_path,
+            _temp: Some(temp),
+        }
+    }
+
     /// `host:port` for clients.
     pub fn bootstrap(&self) -> String {
         self.address.to_string()
@@ -90,6 +109,34 @@ impl BrokerProcess {
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running: `false` once it exited (or was killed), which
+    /// a test of hostile input asserts never happens by itself.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// How the process ended, once it has (`None` while it runs): for failure messages,
+    /// where `signal: 7 (SIGBUS)` tells a different story from an exit code.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// The broker's resident set size (`VmRSS` of `/proc/PID/status`), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// The directory of a partition's segments.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{partition}"))
     }
 
     /// Kills the broker with SIGKILL and waits for it.

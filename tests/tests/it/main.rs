@@ -6,7 +6,9 @@
 
 mod bench;
 mod cli;
+mod faults;
 mod groups;
+mod hostile;
 mod metrics;
 mod produce_consume;
 mod raw_protocol;

@@ -9,12 +9,12 @@ use mq_protocol::batch;
 use mq_protocol::record::{BatchBuilder, Record};
 use mq_protocol::request::{
     ApiKey, CreatableTopic, CreateTopicsRequest, FetchPartition, FetchRequest, FetchTopic,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, ProducePartition,
-    ProduceRequest, ProduceTopic, Request, RequestHeader,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, Request,
+    RequestHeader,
 };
 use mq_protocol::response::Response;
 use mq_protocol::{codec, Compression, ErrorCode};
-use mq_tests::raw::RawConnection;
+use mq_tests::raw::{self, RawConnection};
 use mq_tests::BrokerProcess;
 
 fn create_topic(connection: &mut RawConnection, name: &str, partitions: i32) -> ErrorCode {
@@ -34,32 +34,11 @@ fn create_topic(connection: &mut RawConnection, name: &str, partitions: i32) -> 
 }
 
 fn batch_of(values: &[&str]) -> BytesMut {
-    let mut builder = BatchBuilder::new(Compression::None);
-    for value in values {
-        builder
-            .append(&Record::new(
-                1_700_000_000_000,
-                None,
-                Some(Bytes::from(value.to_string())),
-            ))
-            .unwrap();
-    }
-    BytesMut::from(&builder.seal(0).unwrap()[..])
+    BytesMut::from(&raw::batch_of(values)[..])
 }
 
 fn produce(topic: &str, partition: i32, records: BytesMut, acks: i16) -> Request {
-    Request::Produce(ProduceRequest {
-        acks,
-        timeout_ms: 5000,
-        topics: vec![ProduceTopic {
-            name: topic.to_string(),
-            partitions: vec![ProducePartition {
-                partition,
-                leader_epoch: -1,
-                records,
-            }],
-        }],
-    })
+    raw::produce_request(topic, partition, &records, acks)
 }
 
 fn produce_result(connection: &mut RawConnection, request: &Request) -> (ErrorCode, i64) {

@@ -2,7 +2,8 @@
 //! fetch never holds up the others), and writes responses as they complete, matched by
 //! correlation id on the client side. Produce and OffsetCommit requests are the exception:
 //! their appends run one at a time in arrival order, so that a producer's pipelined batches,
-//! and a consumer's pipelined commits, keep their order.
+//! and a consumer's pipelined commits, keep their order, and they are answered in that order
+//! too.
 //!
 //! Memory per connection is bounded: a frame is at most `max_frame_bytes` (refused before it
 //! is buffered), at most `max_in_flight_requests` requests run at once (reading pauses at the
@@ -27,7 +28,7 @@ use mq_protocol::{DecodeError, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
 
 use super::dispatch::{self, RequestContext};
@@ -220,22 +221,32 @@ fn frame_length(buffer: &[u8]) -> Option<usize> {
 /// that pipelined produces to a partition keep their order (as Kafka guarantees per
 /// connection), and so do pipelined commits of a group. Each request's acknowledgement
 /// (which may wait for an fsync) then completes on its own task, so pipelined requests share
-/// fsyncs instead of waiting for one another's.
+/// fsyncs instead of waiting for one another's; but the acknowledgements are queued for the
+/// writer in arrival order too. Otherwise a later batch's acknowledgement could reach the
+/// client and an earlier one's be lost with the connection: the client would resend the
+/// earlier batch after the later one (found by the kill -9 soak). In order, what a client
+/// receives before a connection dies is always a prefix of its requests.
 async fn append_in_order(
     broker: Arc<Broker>,
     mut queue: mpsc::Receiver<Queued>,
     responses: mpsc::Sender<FrameParts>,
 ) {
+    // Resolves (or fails: its task ended) once the previous request's answer was queued.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     while let Some((header, request, started, permit)) = queue.recv().await {
         let responses = responses.clone();
         let broker = Arc::clone(&broker);
+        let (answered, next) = oneshot::channel::<()>();
+        let after = previous.replace(next);
         match request {
             InOrder::Produce(request) => {
                 let pending = dispatch::produce_append(&broker, request).await;
                 tokio::spawn(async move {
                     let response = dispatch::produce_complete(pending).await;
                     let response = response.map(Response::Produce);
+                    wait_for(after).await;
                     answer(&broker, &responses, &header, started, response).await;
+                    drop(answered);
                     drop(permit);
                 });
             }
@@ -244,11 +255,20 @@ async fn append_in_order(
                 tokio::spawn(async move {
                     let response = broker.coordinator.commit_complete(pending).await;
                     let response = Some(Response::OffsetCommit(response));
+                    wait_for(after).await;
                     answer(&broker, &responses, &header, started, response).await;
+                    drop(answered);
                     drop(permit);
                 });
             }
         }
+    }
+}
+
+/// Waits until the previous in-order request was answered (its sender is dropped then).
+async fn wait_for(previous: Option<oneshot::Receiver<()>>) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
     }
 }
 

@@ -564,3 +564,27 @@ fn pipelined_batches_of_a_producer_are_appended_in_sequence_or_refused() {
     let next = produce("seq", 0, sequenced_batch(42, 5, &["f"]), 1);
     assert_eq!(produce_result(&mut connection, &next), (ErrorCode::NONE, 5));
 }
+
+#[test]
+fn a_connections_produce_acknowledgements_come_in_request_order() {
+    // An acks=all produce waits for its fsync; an acks=1 produce right behind it, to another
+    // partition, is done at once. Its acknowledgement still comes second: a client that
+    // loses its connection must have received a prefix of its acknowledgements, or it would
+    // resend an earlier batch after a later acknowledged one.
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "order", 2), ErrorCode::NONE);
+    for round in 0..20 {
+        let durable = produce("order", 0, batch_of(&["slow"; 100]), -1);
+        let quick = produce("order", 1, batch_of(&["quick"]), 1);
+        connection.send(2 * round, &durable);
+        connection.send(2 * round + 1, &quick);
+        let first = connection.read_response(ApiKey::PRODUCE).unwrap().0;
+        let second = connection.read_response(ApiKey::PRODUCE).unwrap().0;
+        assert_eq!(
+            (first.correlation_id, second.correlation_id),
+            (2 * round, 2 * round + 1),
+            "round {round}"
+        );
+    }
+}

@@ -517,7 +517,12 @@ async fn fetch(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = u64::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = u64::try_from(request.max_bytes).unwrap_or(0).max(1);
+    // A response is never larger than a request may be (plus the one whole batch a fetch
+    // always returns, itself within the frame limit): whatever the client asks, a fetch
+    // holds at most about two frames' worth of memory.
+    let max_bytes = u64::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .clamp(1, broker.config.max_frame_bytes as u64);
     let mut targets = Vec::new();
     for topic in &request.topics {
         for partition in &topic.partitions {

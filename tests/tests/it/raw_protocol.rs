@@ -588,3 +588,49 @@ fn a_connections_produce_acknowledgements_come_in_request_order() {
         );
     }
 }
+
+#[test]
+fn a_fetch_asking_for_gigabytes_gets_at_most_a_frames_worth() {
+    let frame = 1024 * 1024;
+    let broker = BrokerProcess::start_with(&[
+        "--max-frame-bytes",
+        &frame.to_string(),
+        "--max-request-memory-bytes",
+        &frame.to_string(),
+        "--max-message-bytes",
+        &(frame / 2).to_string(),
+    ]);
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "big", 1), ErrorCode::NONE);
+    let value = "v".repeat(1000);
+    let values: Vec<&str> = vec![value.as_str(); 100];
+    for _ in 0..40 {
+        let request = produce("big", 0, batch_of(&values), 1);
+        assert_eq!(produce_result(&mut connection, &request).0, ErrorCode::NONE);
+    }
+    let batch_bytes = batch_of(&values).len();
+    let request = Request::Fetch(FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: i32::MAX,
+        topics: vec![FetchTopic {
+            name: "big".to_string(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                current_leader_epoch: -1,
+                fetch_offset: 0,
+                partition_max_bytes: i32::MAX,
+            }],
+        }],
+    });
+    let (_, Some(Response::Fetch(response))) = connection.call(7, &request) else {
+        panic!("no fetch response");
+    };
+    let records = &response.topics[0].partitions[0].records;
+    assert!(
+        records.len() <= frame && records.len() + batch_bytes > frame,
+        "{} bytes of {} stored for a 1 MiB frame limit",
+        records.len(),
+        40 * batch_bytes
+    );
+}

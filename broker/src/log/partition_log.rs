@@ -21,7 +21,7 @@ use mq_protocol::Offset;
 use super::checkpoint::{self, Checkpoint, CleanShutdown};
 use super::config::LogConfig;
 use super::error::{LogError, LogResult};
-use super::producers::{Check, Producers};
+use super::producers::{Check, Producers, PRODUCER_STATE_SCAN_BYTES};
 use super::recovery;
 use super::retention;
 use super::segment::{OpenSegments, ReadPlan, Segment, SegmentContext};
@@ -159,6 +159,14 @@ impl PartitionLog {
         if !loaded.clean {
             // Recovery fsynced what it kept; record that, and that we are open.
             log.write_checkpoint()?;
+        }
+        // Idempotent producers' state, from the batches at the end of the log: a producer
+        // retrying a batch whose answer was lost in a restart is recognised.
+        for header in log
+            .active()
+            .tail_headers(PRODUCER_STATE_SCAN_BYTES, &log.config)?
+        {
+            log.producers.record(&header);
         }
         Ok(log)
     }

@@ -13,11 +13,14 @@
 //!   was not appended, and the producer must resend that one first.
 //!
 //! So a producer with several batches of a partition in flight never gets them appended out
-//! of order, whatever fails in between. The state lives in memory only: after a restart a
-//! producer's next batch is refused unless it starts at 0, so the producer renumbers what it
-//! has not had acknowledged under a new epoch and resends it in order; a retry of a batch
-//! appended before the restart is then stored again (at-least-once). Batches without a
-//! producer id are not checked.
+//! of order, whatever fails in between. The state lives in memory and is rebuilt when the
+//! log is opened from the batches in the last [`PRODUCER_STATE_SCAN_BYTES`] of its active
+//! segment, so a retry of a batch whose answer was lost in a restart is still recognised.
+//! A producer whose batches are not there (older, or before a roll) is new to the log: its
+//! next batch is refused unless it starts at 0, so the producer renumbers what it has not
+//! had acknowledged under a new epoch and resends it in order, and a retry of a batch it
+//! appended long before is then stored again (at-least-once). Batches without a producer
+//! id are not checked.
 //!
 //! Work is per batch, from the header, never per record.
 
@@ -29,6 +32,11 @@ use mq_protocol::Offset;
 /// Recent batches remembered per producer for deduplication (Kafka keeps five, which is
 /// also the most batches its producer pipelines per partition).
 const RECENT_BATCHES: usize = 5;
+
+/// Bytes at the end of the active segment whose batches rebuild the state when a log is
+/// opened: enough for five 1 MiB batches of each of a few producers still retrying, and at
+/// most a few milliseconds of reading.
+pub(crate) const PRODUCER_STATE_SCAN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Producers remembered per partition; the least recently used is forgotten beyond this
 /// (its next batch is then refused unless it starts at 0, and the producer renumbers).
@@ -424,22 +432,53 @@ mod log_tests {
         log.append(&mut batch(7, 6, 1), now).unwrap();
         assert_eq!(log.log_end().0, 7);
 
-        // The state is in memory: after a restart the producer must start again at 0.
+        // Reopened (after a clean close, or a crash: the same), the state is rebuilt from
+        // the log's tail: a retry is still recognised, and the sequence goes on.
         log.close().unwrap();
         let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
-        let restarted = log.append(&mut batch(7, 7, 1), now).unwrap_err();
+        let again = log.append(&mut batch(7, 6, 1), now).unwrap();
+        assert_eq!((again.base_offset.0, again.batches), (6, 0));
+        let gap = log.append(&mut batch(7, 8, 1), now).unwrap_err();
+        assert!(
+            matches!(gap, LogError::OutOfOrderSequence { expected: 7, .. }),
+            "{gap}"
+        );
+        log.append(&mut batch(7, 7, 1), now).unwrap();
+        assert_eq!(log.log_end().0, 8);
+    }
+
+    #[test]
+    fn a_producer_not_in_the_reopened_logs_tail_must_start_again_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
+        log.append(&mut batch(7, 0, 2), now).unwrap();
+        // Another producer's batches fill more than the scanned tail.
+        let filler = Bytes::from("x".repeat(64 * 1024));
+        let records = (super::PRODUCER_STATE_SCAN_BYTES / filler.len() as u64) as i32 + 2;
+        for sequence in 0..records {
+            let mut builder = BatchBuilder::new(Compression::None).with_producer(9, 0, sequence);
+            let record = Record::new(1_700_000_000_000, None, Some(filler.clone()));
+            builder.append(&record).unwrap();
+            let mut sealed = BytesMut::from(&builder.seal(0).unwrap()[..]);
+            log.append(&mut sealed, now).unwrap();
+        }
+        log.close().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
+        let forgotten = log.append(&mut batch(7, 2, 1), now).unwrap_err();
         assert!(
             matches!(
-                restarted,
+                forgotten,
                 LogError::OutOfOrderSequence {
                     expected: 0,
-                    found: 7,
+                    found: 2,
                     ..
                 }
             ),
-            "{restarted}"
+            "{forgotten}"
         );
         log.append(&mut batch(7, 0, 1), now).unwrap();
-        assert_eq!(log.log_end().0, 8);
+        log.append(&mut batch(9, records, 1), now)
+            .expect("producer 9 is in the tail: its sequence goes on");
     }
 }

@@ -890,6 +890,55 @@ impl Segment {
         }
     }
 
+    /// The headers of the batches in about the last `window` bytes of the segment, oldest
+    /// first: from the last indexed batch at or before `size - window` (the first batch when
+    /// there is none) to the end. Reads those bytes in large chunks; parses headers only.
+    pub(crate) fn tail_headers(
+        &self,
+        window: u64,
+        config: &LogConfig,
+    ) -> LogResult<Vec<BatchHeader>> {
+        let parts = self.parts(config)?;
+        let from = self.size.saturating_sub(window);
+        let index = &parts.offset_index;
+        // The last entry at or before `from` (entries are in position order).
+        let (mut low, mut high) = (0, index.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if u64::from(index.entry(middle).position) <= from {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        let start = match low.checked_sub(1).map(|slot| index.entry(slot)) {
+            Some(entry) => {
+                let position = u64::from(entry.position);
+                let expected = self.base_offset.plus(u64::from(entry.relative_offset));
+                match read_header(&parts.file, position).map_err(LogError::io(&self.paths.log))? {
+                    Some(header) if Offset::from_wire(header.base_offset) == Some(expected) => {
+                        position
+                    }
+                    // Never trust the index over the log.
+                    _ => 0,
+                }
+            }
+            None => 0,
+        };
+        let mut scanner = Scanner::starting_at(&parts.file, self.size, start);
+        let mut headers = Vec::new();
+        loop {
+            match scanner.next().map_err(LogError::io(&self.paths.log))? {
+                Scanned::Batch { position, bytes } => match BatchHeader::parse(bytes) {
+                    Ok(header) => headers.push(header),
+                    Err(_) => return Err(self.corrupt(position, "unreadable batch header")),
+                },
+                Scanned::Torn { reason } => return Err(self.corrupt(self.size, reason)),
+                Scanned::End => return Ok(headers),
+            }
+        }
+    }
+
     /// Deletes the segment's files. Readers holding its file keep reading it until they drop it.
     pub(crate) fn delete(self) -> LogResult<()> {
         drop(self.state);
@@ -1146,11 +1195,16 @@ struct Scanner<'f> {
 
 impl<'f> Scanner<'f> {
     fn new(file: &'f File, file_bytes: u64) -> Scanner<'f> {
+        Scanner::starting_at(file, file_bytes, 0)
+    }
+
+    /// A scanner whose first batch starts at `position` (a batch boundary).
+    fn starting_at(file: &'f File, file_bytes: u64, position: u64) -> Scanner<'f> {
         Scanner {
             file,
             file_bytes,
             buffer: Vec::new(),
-            buffer_position: 0,
+            buffer_position: position,
             cursor: 0,
         }
     }

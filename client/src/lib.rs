@@ -54,8 +54,9 @@
 //! answers a retried batch it already holds with its original offsets instead of storing it
 //! again. Records sent to one partition are written in the order of their `send` calls,
 //! retries included, with up to [`ProducerConfig::max_in_flight_per_partition`] batches in
-//! flight. The broker keeps the sequences in memory: a retry of a batch whose answer was
-//! lost in a broker restart may be stored twice (at-least-once).
+//! flight. The broker rebuilds the sequences from the end of its logs when it restarts; a
+//! retry of a batch older than that (its answer lost in a restart) may be stored twice
+//! (at-least-once).
 //!
 //! On the consuming side, [`Consumer::poll`] returns each partition's records in offset
 //! order from the consumer's position. What the application does with them before moving on,

@@ -33,11 +33,9 @@ impl Decoder for FrameCodec {
     type Error = DecodeError;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, DecodeError> {
-        if source.len() < LENGTH_BYTES {
+        let Some(length) = frame_length(source) else {
             return Ok(None);
-        }
-        let length = u32::from_be_bytes([source[0], source[1], source[2], source[3]]);
-        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        };
         if length > self.max_frame_bytes {
             return Err(DecodeError::FrameTooLarge {
                 length: length as u64,
@@ -52,6 +50,12 @@ impl Decoder for FrameCodec {
         source.advance(LENGTH_BYTES);
         Ok(Some(source.split_to(length)))
     }
+}
+
+/// The length announced by the frame at the start of `buffer`, once its prefix is there.
+pub fn frame_length(buffer: &[u8]) -> Option<usize> {
+    let prefix: [u8; LENGTH_BYTES] = buffer.get(..LENGTH_BYTES)?.try_into().ok()?;
+    Some(usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX))
 }
 
 impl Encoder<Bytes> for FrameCodec {
@@ -103,6 +107,14 @@ pub struct FrameParts {
 }
 
 impl FrameParts {
+    /// The parts encoded so far followed by what is left in `head` (if anything).
+    fn finish(mut parts: Vec<Bytes>, head: BytesMut) -> FrameParts {
+        if !head.is_empty() || parts.is_empty() {
+            parts.push(head.freeze());
+        }
+        FrameParts { parts }
+    }
+
     /// The payload's length: the sum of its parts'.
     pub fn len(&self) -> usize {
         self.parts.iter().map(Bytes::len).sum()
@@ -138,10 +150,7 @@ pub fn request_frame_parts(header: &RequestHeader, request: Request) -> FramePar
         Request::Produce(produce) => produce.encode_parts(&mut head, &mut parts, SHARED_PART_MIN),
         request => request.encode(&mut head),
     }
-    if !head.is_empty() || parts.is_empty() {
-        parts.push(head.freeze());
-    }
-    FrameParts { parts }
+    FrameParts::finish(parts, head)
 }
 
 /// The payload of a response frame, as [`response_frame`], in parts: fetched record sets of
@@ -155,10 +164,7 @@ pub fn response_frame_parts(header: &ResponseHeader, response: Option<&Response>
         Some(response) => response.encode(&mut head),
         None => {}
     }
-    if !head.is_empty() || parts.is_empty() {
-        parts.push(head.freeze());
-    }
-    FrameParts { parts }
+    FrameParts::finish(parts, head)
 }
 
 #[cfg(test)]

@@ -480,9 +480,7 @@ impl ProduceRequest {
                     wire::put_bytes(head, &partition.records);
                     continue;
                 }
-                let length = i32::try_from(partition.records.len())
-                    .expect("blobs are bounded by the frame size");
-                head.put_i32(length);
+                wire::put_bytes_length(head, partition.records.len());
                 parts.push(head.split().freeze());
                 parts.push(partition.records.freeze());
             }

@@ -534,8 +534,7 @@ impl FetchResponse {
                 wire::put_bytes(head, records);
                 return;
             }
-            let length = i32::try_from(records.len()).expect("blobs are bounded by the frame size");
-            head.put_i32(length);
+            wire::put_bytes_length(head, records.len());
             parts.push(head.split().freeze());
             parts.push(records.clone());
         });

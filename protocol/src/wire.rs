@@ -213,9 +213,17 @@ pub fn put_string(target: &mut BytesMut, value: &str) {
 /// # Panics
 /// If it is longer than `i32::MAX` bytes: frames are far smaller.
 pub fn put_bytes(target: &mut BytesMut, value: &[u8]) {
-    let length = i32::try_from(value.len()).expect("blobs are bounded by the frame size");
-    target.put_i32(length);
+    put_bytes_length(target, value.len());
     target.put_slice(value);
+}
+
+/// Writes the length prefix of a blob of `length` bytes whose bytes are written elsewhere
+/// (a frame part of their own).
+///
+/// # Panics
+/// If it is longer than `i32::MAX` bytes: frames are far smaller.
+pub fn put_bytes_length(target: &mut BytesMut, length: usize) {
+    target.put_i32(i32::try_from(length).expect("blobs are bounded by the frame size"));
 }
 
 /// Writes an array, each element by `element`.

@@ -312,6 +312,16 @@ impl OffsetIndex {
             .map(|slot| self.entry(slot))
     }
 
+    /// The entry with the largest position `<= position` (positions increase with offsets).
+    pub(crate) fn lookup_position(&self, position: u64) -> Option<OffsetEntry> {
+        let target = i64::try_from(position).unwrap_or(i64::MAX);
+        self.entries
+            .floor(target, |raw| {
+                i64::from(u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]))
+            })
+            .map(|slot| self.entry(slot))
+    }
+
     /// Forgets every entry with a relative offset `>= relative_offset`.
     pub(crate) fn truncate_from(&mut self, relative_offset: u32) {
         let keep = match relative_offset.checked_sub(1) {
@@ -518,6 +528,22 @@ mod tests {
         check_lookup(&index, 34, Some((20, 8192)));
         check_lookup(&index, 35, Some((35, 12288))); // exactly the last
         check_lookup(&index, u32::MAX, Some((35, 12288))); // past the end
+    }
+
+    #[test]
+    fn lookup_by_position_at_every_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_with(dir.path(), &[(10, 4096), (20, 8192), (35, 12288)]);
+        let found = |position| {
+            index
+                .lookup_position(position)
+                .map(|entry| (entry.relative_offset, entry.position))
+        };
+        assert_eq!(found(4095), None);
+        assert_eq!(found(4096), Some((10, 4096)));
+        assert_eq!(found(8191), Some((10, 4096)));
+        assert_eq!(found(8192), Some((20, 8192)));
+        assert_eq!(found(u64::MAX), Some((35, 12288)));
     }
 
     #[test]

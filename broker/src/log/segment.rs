@@ -798,23 +798,7 @@ impl Segment {
         let parts = self.parts(config)?;
         let relative =
             u32::try_from(offset.0.saturating_sub(self.base_offset.0)).unwrap_or(u32::MAX);
-        let start = match parts.offset_index.lookup(relative) {
-            Some(entry) => {
-                let position = u64::from(entry.position);
-                let expected = self.base_offset.plus(u64::from(entry.relative_offset));
-                match read_header(&parts.file, position).map_err(LogError::io(&self.paths.log))? {
-                    Some(header) if Offset::from_wire(header.base_offset) == Some(expected) => {
-                        position
-                    }
-                    _ => {
-                        // Never trust the index over the log: fall back to a scan.
-                        tracing::warn!(path = %self.paths.index.display(), position, "index entry does not match the log; scanning");
-                        0
-                    }
-                }
-            }
-            None => 0,
-        };
+        let start = self.scan_start(&parts, parts.offset_index.lookup(relative))?;
         self.scan_headers(&parts.file, start, |header| {
             Offset::from_wire(header.last_offset()).is_some_and(|last| last >= offset)
         })
@@ -900,31 +884,7 @@ impl Segment {
     ) -> LogResult<Vec<BatchHeader>> {
         let parts = self.parts(config)?;
         let from = self.size.saturating_sub(window);
-        let index = &parts.offset_index;
-        // The last entry at or before `from` (entries are in position order).
-        let (mut low, mut high) = (0, index.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if u64::from(index.entry(middle).position) <= from {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        let start = match low.checked_sub(1).map(|slot| index.entry(slot)) {
-            Some(entry) => {
-                let position = u64::from(entry.position);
-                let expected = self.base_offset.plus(u64::from(entry.relative_offset));
-                match read_header(&parts.file, position).map_err(LogError::io(&self.paths.log))? {
-                    Some(header) if Offset::from_wire(header.base_offset) == Some(expected) => {
-                        position
-                    }
-                    // Never trust the index over the log.
-                    _ => 0,
-                }
-            }
-            None => 0,
-        };
+        let start = self.scan_start(&parts, parts.offset_index.lookup_position(from))?;
         let mut scanner = Scanner::starting_at(&parts.file, self.size, start);
         let mut headers = Vec::new();
         loop {
@@ -943,6 +903,24 @@ impl Segment {
     pub(crate) fn delete(self) -> LogResult<()> {
         drop(self.state);
         delete_files(&self.paths)
+    }
+
+    /// Where a scan for a batch may start: at the batch an index `entry` points to, once its
+    /// header confirms it, or else at the segment's start (no entry, or one that does not
+    /// match the log: the index is never trusted over the log).
+    fn scan_start(&self, parts: &Parts, entry: Option<OffsetEntry>) -> LogResult<u64> {
+        let Some(entry) = entry else {
+            return Ok(0);
+        };
+        let position = u64::from(entry.position);
+        let expected = self.base_offset.plus(u64::from(entry.relative_offset));
+        match read_header(&parts.file, position).map_err(LogError::io(&self.paths.log))? {
+            Some(header) if Offset::from_wire(header.base_offset) == Some(expected) => Ok(position),
+            _ => {
+                tracing::warn!(path = %self.paths.index.display(), position, "index entry does not match the log; scanning");
+                Ok(0)
+            }
+        }
     }
 
     fn scan_headers(

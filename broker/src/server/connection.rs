@@ -62,7 +62,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     tracing::debug!(%peer, "connection opened");
     loop {
         if budget.is_none() {
-            if let Some(length) = frame_length(&buffer).filter(|length| *length <= max_frame_bytes)
+            if let Some(length) =
+                codec::frame_length(&buffer).filter(|length| *length <= max_frame_bytes)
             {
                 // Wait for room in the budget before buffering the frame's body: a
                 // connection over budget is not read, so its client is slowed by TCP.
@@ -209,12 +210,6 @@ type Queued = (RequestHeader, InOrder, Instant, Held);
 struct Held {
     _in_flight: OwnedSemaphorePermit,
     _memory: Option<OwnedSemaphorePermit>,
-}
-
-/// The length announced by the frame at the start of `buffer`, once its prefix is there.
-fn frame_length(buffer: &[u8]) -> Option<usize> {
-    let prefix: [u8; codec::LENGTH_BYTES] = buffer.get(..codec::LENGTH_BYTES)?.try_into().ok()?;
-    usize::try_from(u32::from_be_bytes(prefix)).ok()
 }
 
 /// Appends the connection's produce and commit requests one at a time, in arrival order, so

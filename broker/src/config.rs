@@ -40,6 +40,15 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The `host:port` clients are told to connect to; defaults to the bound address.
     pub advertised_listener: Option<String>,
+    /// The controller's addresses (`host:port`, comma-separated on the command line); the
+    /// `broker` role needs them.
+    pub controller: Vec<String>,
+    /// This broker's rack label: replicas of a partition go to distinct racks.
+    pub rack: Option<String>,
+    /// How often a broker heartbeats to the controller.
+    pub heartbeat_interval_ms: u64,
+    /// The controller fences a broker it has not heard from for this long.
+    pub session_timeout_ms: u64,
     /// Where partition logs and topic metadata live.
     pub data_dir: PathBuf,
     /// Connections served at once; more wait in the listen backlog.
@@ -86,6 +95,10 @@ impl Default for BrokerConfig {
             node_id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
             advertised_listener: None,
+            controller: Vec::new(),
+            rack: None,
+            heartbeat_interval_ms: 500,
+            session_timeout_ms: 6000,
             data_dir: PathBuf::from("./data"),
             max_connections: 4096,
             max_connections_per_ip: 2048,
@@ -181,6 +194,29 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "group_max_session_timeout_ms",
                 "must be at least group_min_session_timeout_ms and fit an i32",
+            ));
+        }
+        if self.role == Role::Broker && self.controller.is_empty() {
+            return Err(ConfigError::new(
+                "controller",
+                "the broker role needs the controller's address (--controller HOST:PORT)",
+            ));
+        }
+        if self.role != Role::Broker && !self.controller.is_empty() {
+            return Err(ConfigError::new(
+                "controller",
+                "only the broker role takes --controller; the other roles run the controller",
+            ));
+        }
+        if self.node_id < 0 {
+            return Err(ConfigError::new("node_id", "must not be negative"));
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.session_timeout_ms < 2 * self.heartbeat_interval_ms
+        {
+            return Err(ConfigError::new(
+                "session_timeout_ms",
+                "heartbeat_interval_ms must be positive and session_timeout_ms at least twice it",
             ));
         }
         if self.group_max_size == 0 {

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod log;

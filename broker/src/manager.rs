@@ -35,8 +35,22 @@ impl std::fmt::Display for TopicPartition {
 pub struct Partition {
     /// Its log.
     pub log: SharedLog,
+    /// The leader epoch under which this broker leads the partition; [`NOT_LEADING`] when
+    /// it does not (it is being copied here, or away). Produces are appended only while
+    /// leading, checked under the log's write lock (`SharedLog::append_unflushed_if`).
+    pub leader_epoch: std::sync::atomic::AtomicI32,
     /// When the background task last fsynced it (for the `interval` policy).
     last_flush: std::sync::Mutex<Instant>,
+}
+
+/// [`Partition::leader_epoch`] of a partition this broker does not lead.
+pub const NOT_LEADING: i32 = -1;
+
+impl Partition {
+    /// Whether this broker leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.leader_epoch.load(std::sync::atomic::Ordering::Acquire) != NOT_LEADING
+    }
 }
 
 /// Every partition log of this broker.
@@ -74,6 +88,7 @@ impl LogManager {
         tracing::debug!(partition = %topic_partition, log_end = %log.log_end(), "opened partition");
         let partition = Arc::new(Partition {
             log: SharedLog::new(log),
+            leader_epoch: std::sync::atomic::AtomicI32::new(NOT_LEADING),
             last_flush: std::sync::Mutex::new(Instant::now()),
         });
         self.partitions

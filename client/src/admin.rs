@@ -1,5 +1,6 @@
-//! [`Admin`]: topics and cluster state: create, delete, list, describe, add partitions; and
-//! consumer groups (in `groups.rs`): list, describe, delete, committed offsets.
+//! [`Admin`]: topics and cluster state: create, delete, list, describe, add partitions; the
+//! cluster (in `cluster.rs`): its brokers, partition moves, rebalances; and consumer groups
+//! (in `groups.rs`): list, describe, delete, committed offsets.
 //!
 //! Every call asks the cluster afresh (nothing is answered from the metadata cache), and
 //! every change refreshes the cache afterwards, so that a producer on the same client sees a
@@ -7,9 +8,13 @@
 //! [`ClientError::UnknownTopic`], [`ClientError::TopicAlreadyExists`], else
 //! [`ClientError::Broker`] with the broker's message.
 
+mod cluster;
 mod groups;
 
+pub use cluster::{BrokerStatus, ClusterDescription, PartitionMove};
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescription, OffsetSpec};
+
+use std::collections::BTreeSet;
 
 use mq_protocol::request::{
     CreatableTopic, CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest,
@@ -136,15 +141,60 @@ impl Admin {
 
     /// Topic `name`: its partitions with their leaders, replicas, log start and end offsets
     /// and sizes.
+    ///
+    /// A broker knows the log offsets and sizes only of the partitions it leads (-1 for the
+    /// others), so those are asked of each partition's leader. They stay -1 for a partition
+    /// without a leader, or whose leader does not answer.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         let response = self.metadata(Some(vec![name.to_string()])).await?;
         let found = topics_of(&response)
             .into_iter()
             .find(|(_, topic)| topic.name == name);
         match found {
-            Some((ErrorCode::NONE, topic)) => Ok(topic),
+            Some((ErrorCode::NONE, mut topic)) => {
+                self.fill_log_offsets(&response, &mut topic).await;
+                Ok(topic)
+            }
             Some((code, _)) => Err(topic_error(name, code, None)),
             None => Err(ClientError::UnexpectedResponse { api: "Metadata" }),
+        }
+    }
+
+    /// Fills in the log offsets and sizes that the broker answering `response` did not know,
+    /// from each partition's leader (one Metadata request per leader).
+    async fn fill_log_offsets(&self, response: &MetadataResponse, topic: &mut TopicDescription) {
+        let leaders: BTreeSet<i32> = topic
+            .partitions
+            .iter()
+            .filter(|partition| partition.log_end_offset < 0)
+            .filter_map(|partition| partition.leader)
+            .collect();
+        for leader in leaders {
+            let Some(broker) = response
+                .brokers
+                .iter()
+                .find(|broker| broker.node_id == leader)
+            else {
+                continue;
+            };
+            let address = Broker {
+                node_id: broker.node_id,
+                host: broker.host.clone(),
+                port: broker.port,
+            }
+            .address();
+            let request = Request::Metadata(MetadataRequest {
+                topics: Some(vec![topic.name.clone()]),
+            });
+            match self.client.request_to(&address, request).await {
+                Ok(Response::Metadata(leader_view)) => {
+                    merge_log_offsets(topic, leader, &leader_view);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(address, %error, "leader did not describe its partitions");
+                }
+            }
         }
     }
 
@@ -205,6 +255,33 @@ fn topic_result(name: &str, response: &TopicErrorsResponse) -> Result<(), Client
     }
 }
 
+/// Copies into `topic` the log offsets and sizes of the partitions that broker `leader` leads
+/// (by both views) and reports in `leader_view`, its answer to Metadata.
+fn merge_log_offsets(topic: &mut TopicDescription, leader: i32, leader_view: &MetadataResponse) {
+    let Some(known) = leader_view
+        .topics
+        .iter()
+        .find(|known| known.error_code == ErrorCode::NONE && known.name == topic.name)
+    else {
+        return;
+    };
+    for known in &known.partitions {
+        let slot = topic
+            .partitions
+            .iter_mut()
+            .find(|partition| partition.partition == known.partition);
+        let Some(slot) = slot else {
+            continue;
+        };
+        let led = known.leader == leader && slot.leader == Some(leader);
+        if led && known.log_end_offset >= 0 && slot.log_end_offset < 0 {
+            slot.log_start_offset = known.log_start_offset;
+            slot.log_end_offset = known.log_end_offset;
+            slot.size_bytes = known.size_bytes;
+        }
+    }
+}
+
 /// The error for a per-topic error code.
 fn topic_error(name: &str, code: ErrorCode, message: Option<String>) -> ClientError {
     match code {
@@ -221,6 +298,7 @@ fn topic_error(name: &str, code: ErrorCode, message: Option<String>) -> ClientEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mq_protocol::response::{PartitionMetadata, TopicMetadata};
 
     fn response(code: ErrorCode, message: Option<&str>) -> TopicErrorsResponse {
         TopicErrorsResponse {
@@ -254,5 +332,54 @@ mod tests {
             topic_result("y", &response(ErrorCode::NONE, None)),
             Err(ClientError::UnexpectedResponse { .. })
         ));
+    }
+
+    fn partition(partition: i32, leader: i32, log_end_offset: i64) -> PartitionMetadata {
+        PartitionMetadata {
+            error_code: ErrorCode::NONE,
+            partition,
+            leader,
+            log_start_offset: log_end_offset.min(0),
+            log_end_offset,
+            size_bytes: log_end_offset * 10,
+            ..PartitionMetadata::default()
+        }
+    }
+
+    fn view(partitions: Vec<PartitionMetadata>) -> MetadataResponse {
+        MetadataResponse {
+            brokers: Vec::new(),
+            controller_id: 100,
+            topics: vec![TopicMetadata {
+                error_code: ErrorCode::NONE,
+                name: "t".into(),
+                partitions,
+            }],
+        }
+    }
+
+    #[test]
+    fn log_offsets_come_from_the_partitions_leaders() {
+        // Broker 1 answered: it knows its own partition 0 only.
+        let answered = view(vec![
+            partition(0, 1, 5),
+            partition(1, 2, -1),
+            partition(2, 3, -1),
+            partition(3, -1, -1),
+        ]);
+        let mut topic = topics_of(&answered).remove(0).1;
+        // Broker 2 knows partition 1, and says it leads partition 2 (it moved since).
+        let leader_view = view(vec![
+            partition(0, 1, -1),
+            partition(1, 2, 7),
+            partition(2, 2, 9),
+        ]);
+        merge_log_offsets(&mut topic, 2, &leader_view);
+        let ends: Vec<(i64, i64)> = topic
+            .partitions
+            .iter()
+            .map(|partition| (partition.log_end_offset, partition.size_bytes))
+            .collect();
+        assert_eq!(ends, [(5, 50), (7, 70), (-1, -10), (-1, -10)]);
     }
 }

@@ -114,7 +114,8 @@ pub mod partitioner;
 pub mod producer;
 
 pub use admin::{
-    Admin, CommittedOffset, GroupDescription, GroupListing, MemberDescription, OffsetSpec,
+    Admin, BrokerStatus, ClusterDescription, CommittedOffset, GroupDescription, GroupListing,
+    MemberDescription, OffsetSpec, PartitionMove,
 };
 pub use client::{
     Broker, Client, ClientConfig, Cluster, PartitionDescription, TopicDescription, TopicPartition,

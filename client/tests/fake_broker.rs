@@ -8,9 +8,13 @@
 //! producers' sequences as the real broker does) with knobs to misbehave, for the producer,
 //! consumer, admin and the reconnection logic. It is also the coordinator of one consumer group, `g`, and notes the
 //! group requests it gets (and what tests' rebalance listeners add) as events, so that tests
-//! can assert their order.
+//! can assert their order. `fake_broker/cluster.rs` fakes a cluster of several nodes, for the
+//! admin's cluster calls and the routing of group requests to coordinators.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+#[path = "fake_broker/cluster.rs"]
+mod cluster;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

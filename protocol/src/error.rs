@@ -146,6 +146,13 @@ error_codes! {
     UNKNOWN_MEMBER_ID = 25, false, "the coordinator does not know this member";
     INVALID_SESSION_TIMEOUT = 26, false, "the session timeout is outside the broker's bounds";
     REBALANCE_IN_PROGRESS = 27, false, "the group is rebalancing: rejoin";
+    NOT_CONTROLLER = 41, true, "this node is not the controller";
+    REASSIGNMENT_IN_PROGRESS = 60, false, "the partition is being moved already";
+    INVALID_REPLICA_ASSIGNMENT = 39, false, "the replica assignment is invalid";
+    BROKER_NOT_AVAILABLE = 8, true, "the broker is not available";
+    FENCED_LEADER_EPOCH = 74, false, "the leader epoch in the request is older than the broker's";
+    UNKNOWN_LEADER_EPOCH = 76, true, "the leader epoch in the request is newer than the broker's";
+    STALE_BROKER_EPOCH = 77, false, "the broker epoch is not the broker's current registration";
     KAFKA_STORAGE_ERROR = 56, true, "the broker could not read or write the partition's log";
     NON_EMPTY_GROUP = 68, false, "the group has active members";
     GROUP_ID_NOT_FOUND = 69, false, "the group does not exist";

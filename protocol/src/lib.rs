@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod group;

@@ -10,6 +10,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::cluster::{
+    AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, FetchMetadataRequest,
+    ReassignPartitionRequest, RebalanceRequest,
+};
 use crate::error::DecodeError;
 pub use crate::group::{
     FindCoordinatorRequest, GroupsRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
@@ -60,9 +64,23 @@ impl ApiKey {
     pub const LIST_GROUPS: ApiKey = ApiKey(16);
     /// Delete groups without members, with their committed offsets.
     pub const DELETE_GROUPS: ApiKey = ApiKey(42);
+    /// Move a partition to another broker (`crate::cluster`).
+    pub const REASSIGN_PARTITION: ApiKey = ApiKey(45);
+    /// A reassignment's target has copied the partition (`crate::cluster`; between nodes).
+    pub const ALTER_PARTITION: ApiKey = ApiKey(56);
+    /// Every registered broker and the controller (`crate::cluster`).
+    pub const DESCRIBE_CLUSTER: ApiKey = ApiKey(60);
+    /// A broker registers with the controller (`crate::cluster`; between nodes).
+    pub const BROKER_REGISTRATION: ApiKey = ApiKey(62);
+    /// A broker's heartbeat to the controller (`crate::cluster`; between nodes).
+    pub const BROKER_HEARTBEAT: ApiKey = ApiKey(63);
+    /// A broker reads the controller's metadata log (`crate::cluster`; between nodes).
+    pub const FETCH_METADATA: ApiKey = ApiKey(1000);
+    /// Even out partitions across brokers (`crate::cluster`).
+    pub const REBALANCE: ApiKey = ApiKey(1001);
 
     /// Every API this code speaks.
-    pub const ALL: [ApiKey; 18] = [
+    pub const ALL: [ApiKey; 25] = [
         ApiKey::PRODUCE,
         ApiKey::FETCH,
         ApiKey::LIST_OFFSETS,
@@ -81,6 +99,13 @@ impl ApiKey {
         ApiKey::DESCRIBE_GROUPS,
         ApiKey::LIST_GROUPS,
         ApiKey::DELETE_GROUPS,
+        ApiKey::REASSIGN_PARTITION,
+        ApiKey::ALTER_PARTITION,
+        ApiKey::DESCRIBE_CLUSTER,
+        ApiKey::BROKER_REGISTRATION,
+        ApiKey::BROKER_HEARTBEAT,
+        ApiKey::FETCH_METADATA,
+        ApiKey::REBALANCE,
     ];
 
     /// The range of versions this code speaks; `None` for an unknown key.
@@ -109,6 +134,13 @@ impl ApiKey {
             ApiKey::DESCRIBE_GROUPS => "DescribeGroups",
             ApiKey::LIST_GROUPS => "ListGroups",
             ApiKey::DELETE_GROUPS => "DeleteGroups",
+            ApiKey::REASSIGN_PARTITION => "ReassignPartition",
+            ApiKey::ALTER_PARTITION => "AlterPartition",
+            ApiKey::DESCRIBE_CLUSTER => "DescribeCluster",
+            ApiKey::BROKER_REGISTRATION => "BrokerRegistration",
+            ApiKey::BROKER_HEARTBEAT => "BrokerHeartbeat",
+            ApiKey::FETCH_METADATA => "FetchMetadata",
+            ApiKey::REBALANCE => "Rebalance",
             _ => "Unknown",
         }
     }
@@ -186,6 +218,20 @@ pub enum Request {
     ListGroups,
     /// See [`ApiKey::DELETE_GROUPS`].
     DeleteGroups(GroupsRequest),
+    /// See [`ApiKey::REASSIGN_PARTITION`].
+    ReassignPartition(ReassignPartitionRequest),
+    /// See [`ApiKey::ALTER_PARTITION`].
+    AlterPartition(AlterPartitionRequest),
+    /// See [`ApiKey::DESCRIBE_CLUSTER`].
+    DescribeCluster,
+    /// See [`ApiKey::BROKER_REGISTRATION`].
+    BrokerRegistration(BrokerRegistrationRequest),
+    /// See [`ApiKey::BROKER_HEARTBEAT`].
+    BrokerHeartbeat(BrokerHeartbeatRequest),
+    /// See [`ApiKey::FETCH_METADATA`].
+    FetchMetadata(FetchMetadataRequest),
+    /// See [`ApiKey::REBALANCE`].
+    Rebalance(RebalanceRequest),
 }
 
 impl Request {
@@ -210,6 +256,13 @@ impl Request {
             Request::DescribeGroups(_) => ApiKey::DESCRIBE_GROUPS,
             Request::ListGroups => ApiKey::LIST_GROUPS,
             Request::DeleteGroups(_) => ApiKey::DELETE_GROUPS,
+            Request::ReassignPartition(_) => ApiKey::REASSIGN_PARTITION,
+            Request::AlterPartition(_) => ApiKey::ALTER_PARTITION,
+            Request::DescribeCluster => ApiKey::DESCRIBE_CLUSTER,
+            Request::BrokerRegistration(_) => ApiKey::BROKER_REGISTRATION,
+            Request::BrokerHeartbeat(_) => ApiKey::BROKER_HEARTBEAT,
+            Request::FetchMetadata(_) => ApiKey::FETCH_METADATA,
+            Request::Rebalance(_) => ApiKey::REBALANCE,
         }
     }
 
@@ -261,6 +314,23 @@ impl Request {
             ApiKey::DESCRIBE_GROUPS => Request::DescribeGroups(GroupsRequest::decode(body)?),
             ApiKey::LIST_GROUPS => Request::ListGroups,
             ApiKey::DELETE_GROUPS => Request::DeleteGroups(GroupsRequest::decode(body)?),
+            ApiKey::REASSIGN_PARTITION => {
+                Request::ReassignPartition(ReassignPartitionRequest::decode(body)?)
+            }
+            ApiKey::ALTER_PARTITION => {
+                Request::AlterPartition(AlterPartitionRequest::decode(body)?)
+            }
+            ApiKey::DESCRIBE_CLUSTER => Request::DescribeCluster,
+            ApiKey::BROKER_REGISTRATION => {
+                Request::BrokerRegistration(BrokerRegistrationRequest::decode(body)?)
+            }
+            ApiKey::BROKER_HEARTBEAT => {
+                Request::BrokerHeartbeat(BrokerHeartbeatRequest::decode(body)?)
+            }
+            ApiKey::FETCH_METADATA => Request::FetchMetadata(FetchMetadataRequest::decode(body)?),
+            ApiKey::REBALANCE => Request::Rebalance(RebalanceRequest {
+                dry_run: body.bool()?,
+            }),
             ApiKey(api_key) => return Err(DecodeError::UnknownApi { api_key }),
         };
         reader.finish()?;
@@ -303,7 +373,13 @@ impl Request {
             Request::DescribeGroups(request) | Request::DeleteGroups(request) => {
                 request.encode(target)
             }
-            Request::ListGroups => {}
+            Request::ListGroups | Request::DescribeCluster => {}
+            Request::ReassignPartition(request) => request.encode(target),
+            Request::AlterPartition(request) => request.encode(target),
+            Request::BrokerRegistration(request) => request.encode(target),
+            Request::BrokerHeartbeat(request) => request.encode(target),
+            Request::FetchMetadata(request) => request.encode(target),
+            Request::Rebalance(request) => target.put_i8(i8::from(request.dry_run)),
         }
     }
 }

@@ -11,6 +11,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::cluster::{
+    BrokerHeartbeatResponse, BrokerRegistrationResponse, ClusterBroker, DescribeClusterResponse,
+    ErrorResponse, FetchMetadataResponse, PartitionMove, RebalanceResponse,
+};
 use crate::error::{DecodeError, ErrorCode};
 pub use crate::group::{
     DescribeGroupsResponse, DescribedGroup, DescribedMember, FindCoordinatorResponse,
@@ -89,6 +93,20 @@ pub enum Response {
     ListGroups(ListGroupsResponse),
     /// See [`ApiKey::DELETE_GROUPS`].
     DeleteGroups(GroupErrorsResponse),
+    /// See [`ApiKey::REASSIGN_PARTITION`].
+    ReassignPartition(ErrorResponse),
+    /// See [`ApiKey::ALTER_PARTITION`].
+    AlterPartition(ErrorResponse),
+    /// See [`ApiKey::DESCRIBE_CLUSTER`].
+    DescribeCluster(DescribeClusterResponse),
+    /// See [`ApiKey::BROKER_REGISTRATION`].
+    BrokerRegistration(BrokerRegistrationResponse),
+    /// See [`ApiKey::BROKER_HEARTBEAT`].
+    BrokerHeartbeat(BrokerHeartbeatResponse),
+    /// See [`ApiKey::FETCH_METADATA`].
+    FetchMetadata(FetchMetadataResponse),
+    /// See [`ApiKey::REBALANCE`].
+    Rebalance(RebalanceResponse),
 }
 
 impl Response {
@@ -128,6 +146,19 @@ impl Response {
             }
             ApiKey::LIST_GROUPS => Response::ListGroups(ListGroupsResponse::decode(body)?),
             ApiKey::DELETE_GROUPS => Response::DeleteGroups(GroupErrorsResponse::decode(body)?),
+            ApiKey::REASSIGN_PARTITION => Response::ReassignPartition(ErrorResponse::decode(body)?),
+            ApiKey::ALTER_PARTITION => Response::AlterPartition(ErrorResponse::decode(body)?),
+            ApiKey::DESCRIBE_CLUSTER => {
+                Response::DescribeCluster(DescribeClusterResponse::decode(body)?)
+            }
+            ApiKey::BROKER_REGISTRATION => {
+                Response::BrokerRegistration(BrokerRegistrationResponse::decode(body)?)
+            }
+            ApiKey::BROKER_HEARTBEAT => {
+                Response::BrokerHeartbeat(BrokerHeartbeatResponse::decode(body)?)
+            }
+            ApiKey::FETCH_METADATA => Response::FetchMetadata(FetchMetadataResponse::decode(body)?),
+            ApiKey::REBALANCE => Response::Rebalance(RebalanceResponse::decode(body)?),
             ApiKey(api_key) => return Err(DecodeError::UnknownApi { api_key }),
         };
         reader.finish()?;
@@ -162,6 +193,14 @@ impl Response {
             Response::DescribeGroups(response) => response.encode(target),
             Response::ListGroups(response) => response.encode(target),
             Response::DeleteGroups(response) => response.encode(target),
+            Response::ReassignPartition(response) | Response::AlterPartition(response) => {
+                response.encode(target)
+            }
+            Response::DescribeCluster(response) => response.encode(target),
+            Response::BrokerRegistration(response) => response.encode(target),
+            Response::BrokerHeartbeat(response) => response.encode(target),
+            Response::FetchMetadata(response) => response.encode(target),
+            Response::Rebalance(response) => response.encode(target),
         }
     }
 }
@@ -214,6 +253,14 @@ impl Response {
             }
             Response::ListGroups(response) => failed(&response.error_code),
             Response::DeleteGroups(response) => any(&response.groups, |(_, code)| failed(code)),
+            Response::ReassignPartition(response) | Response::AlterPartition(response) => {
+                failed(&response.error_code)
+            }
+            Response::DescribeCluster(response) => failed(&response.error_code),
+            Response::BrokerRegistration(response) => failed(&response.error_code),
+            Response::BrokerHeartbeat(response) => failed(&response.error_code),
+            Response::FetchMetadata(response) => failed(&response.error_code),
+            Response::Rebalance(response) => failed(&response.error_code),
         }
     }
 }

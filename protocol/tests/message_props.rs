@@ -257,10 +257,200 @@ fn group_request() -> impl Strategy<Value = Request> {
     ]
 }
 
+/// The cluster's requests (`mq_protocol::cluster`).
+fn cluster_request() -> impl Strategy<Value = Request> {
+    use mq_protocol::cluster::*;
+    prop_oneof![
+        (
+            any::<i32>(),
+            text(),
+            any::<i32>(),
+            optional_text(),
+            any::<i64>()
+        )
+            .prop_map(|(node_id, host, port, rack, incarnation)| {
+                Request::BrokerRegistration(BrokerRegistrationRequest {
+                    node_id,
+                    host,
+                    port,
+                    rack,
+                    incarnation,
+                })
+            }),
+        (any::<i32>(), any::<i64>(), any::<i64>()).prop_map(
+            |(node_id, broker_epoch, metadata_offset)| {
+                Request::BrokerHeartbeat(BrokerHeartbeatRequest {
+                    node_id,
+                    broker_epoch,
+                    metadata_offset,
+                })
+            }
+        ),
+        (
+            any::<i32>(),
+            any::<i64>(),
+            any::<i64>(),
+            any::<i32>(),
+            any::<i32>()
+        )
+            .prop_map(|(node_id, broker_epoch, offset, max_wait_ms, max_bytes)| {
+                Request::FetchMetadata(FetchMetadataRequest {
+                    node_id,
+                    broker_epoch,
+                    offset,
+                    max_wait_ms,
+                    max_bytes,
+                })
+            }),
+        Just(Request::DescribeCluster),
+        (text(), any::<i32>(), any::<i32>()).prop_map(|(topic, partition, target)| {
+            Request::ReassignPartition(ReassignPartitionRequest {
+                topic,
+                partition,
+                target,
+            })
+        }),
+        (
+            any::<i32>(),
+            any::<i64>(),
+            text(),
+            any::<i32>(),
+            any::<i32>(),
+            any::<i64>()
+        )
+            .prop_map(
+                |(node_id, broker_epoch, topic, partition, leader_epoch, log_end)| {
+                    Request::AlterPartition(AlterPartitionRequest {
+                        node_id,
+                        broker_epoch,
+                        topic,
+                        partition,
+                        leader_epoch,
+                        log_end,
+                    })
+                }
+            ),
+        any::<bool>().prop_map(|dry_run| Request::Rebalance(RebalanceRequest { dry_run })),
+    ]
+}
+
+/// The cluster's responses.
+fn cluster_response() -> impl Strategy<Value = Response> {
+    use mq_protocol::cluster::*;
+    let error = || {
+        (error_code(), optional_text()).prop_map(|(error_code, error_message)| ErrorResponse {
+            error_code,
+            error_message,
+        })
+    };
+    prop_oneof![
+        (error_code(), optional_text(), any::<i64>(), any::<i32>()).prop_map(
+            |(error_code, error_message, broker_epoch, controller_id)| {
+                Response::BrokerRegistration(BrokerRegistrationResponse {
+                    error_code,
+                    error_message,
+                    broker_epoch,
+                    controller_id,
+                })
+            }
+        ),
+        (error_code(), optional_text(), any::<bool>()).prop_map(
+            |(error_code, error_message, fenced)| {
+                Response::BrokerHeartbeat(BrokerHeartbeatResponse {
+                    error_code,
+                    error_message,
+                    fenced,
+                })
+            }
+        ),
+        (
+            error_code(),
+            optional_text(),
+            any::<i64>(),
+            any::<i64>(),
+            blob()
+        )
+            .prop_map(|(error_code, error_message, log_start, log_end, records)| {
+                Response::FetchMetadata(FetchMetadataResponse {
+                    error_code,
+                    error_message,
+                    log_start,
+                    log_end,
+                    records: Bytes::from(records),
+                })
+            }),
+        (
+            error_code(),
+            optional_text(),
+            any::<i32>(),
+            text(),
+            any::<i64>(),
+            list((
+                any::<i32>(),
+                text(),
+                any::<i32>(),
+                optional_text(),
+                any::<bool>()
+            ))
+        )
+            .prop_map(
+                |(
+                    error_code,
+                    error_message,
+                    controller_id,
+                    controller_address,
+                    metadata_offset,
+                    brokers,
+                )| {
+                    Response::DescribeCluster(DescribeClusterResponse {
+                        error_code,
+                        error_message,
+                        controller_id,
+                        controller_address,
+                        metadata_offset,
+                        brokers: brokers
+                            .into_iter()
+                            .map(|(node_id, host, port, rack, fenced)| ClusterBroker {
+                                node_id,
+                                host,
+                                port,
+                                rack,
+                                fenced,
+                            })
+                            .collect(),
+                    })
+                }
+            ),
+        error().prop_map(Response::ReassignPartition),
+        error().prop_map(Response::AlterPartition),
+        (
+            error_code(),
+            optional_text(),
+            list((text(), any::<i32>(), any::<i32>(), any::<i32>()))
+        )
+            .prop_map(|(error_code, error_message, moves)| {
+                Response::Rebalance(RebalanceResponse {
+                    error_code,
+                    error_message,
+                    moves: moves
+                        .into_iter()
+                        .map(|(topic, partition, from, to)| PartitionMove {
+                            topic,
+                            partition,
+                            from,
+                            to,
+                        })
+                        .collect(),
+                })
+            }),
+    ]
+}
+
 /// Every request variant; each older API as likely as all the group APIs together.
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         group_request(),
+        cluster_request(),
         Just(Request::ApiVersions),
         metadata_request(),
         create_topics_request(),
@@ -533,6 +723,7 @@ fn group_response() -> impl Strategy<Value = Response> {
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         group_response(),
+        cluster_response(),
         api_versions_response(),
         metadata_response(),
         topic_errors().prop_map(Response::CreateTopics),
@@ -595,6 +786,13 @@ fn response_api_key(response: &Response) -> ApiKey {
         Response::DescribeGroups(_) => ApiKey::DESCRIBE_GROUPS,
         Response::ListGroups(_) => ApiKey::LIST_GROUPS,
         Response::DeleteGroups(_) => ApiKey::DELETE_GROUPS,
+        Response::ReassignPartition(_) => ApiKey::REASSIGN_PARTITION,
+        Response::AlterPartition(_) => ApiKey::ALTER_PARTITION,
+        Response::DescribeCluster(_) => ApiKey::DESCRIBE_CLUSTER,
+        Response::BrokerRegistration(_) => ApiKey::BROKER_REGISTRATION,
+        Response::BrokerHeartbeat(_) => ApiKey::BROKER_HEARTBEAT,
+        Response::FetchMetadata(_) => ApiKey::FETCH_METADATA,
+        Response::Rebalance(_) => ApiKey::REBALANCE,
     }
 }
 
@@ -929,7 +1127,7 @@ fn strategies_cover_every_api() {
     let responses = response();
     let mut request_keys = HashSet::new();
     let mut response_keys = HashSet::new();
-    for _ in 0..400 {
+    for _ in 0..3000 {
         request_keys.insert(requests.new_tree(&mut runner).unwrap().current().api_key());
         response_keys.insert(response_api_key(
             &responses.new_tree(&mut runner).unwrap().current(),

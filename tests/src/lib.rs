@@ -1,8 +1,9 @@
 //! Integration-test support, shared by the tests under `tests/tests/it/`:
 //! [`BrokerProcess`] starts a real `mq-broker` on an ephemeral loopback port in a temporary
-//! data directory, kills or stops it, and restarts it; [`raw`] speaks the wire protocol by
-//! hand, for tests of what a misbehaving client can send; [`rng::Rng`] is a small seeded
-//! generator for randomised tests that print their seed and take it back.
+//! data directory, kills or stops it, and restarts it; [`TestCluster`] starts a controller
+//! and brokers as such processes and waits until every broker has registered; [`raw`] speaks
+//! the wire protocol by hand, for tests of what a misbehaving client can send; [`rng::Rng`]
+//! is a small seeded generator for randomised tests that print their seed and take it back.
 //!
 //! The binaries are found next to the test executable's directory (`target/<profile>/`),
 //! so `cargo build --workspace --bins` must run before the tests (CI does).
@@ -12,12 +13,19 @@
 pub mod raw;
 pub mod rng;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use mq_protocol::request::{ApiKey, Request};
+use mq_protocol::response::Response;
+use mq_protocol::ErrorCode;
+
+use crate::raw::RawConnection;
 
 /// The workspace root: the parent of this crate's manifest directory.
 pub fn workspace_root() -> PathBuf {
@@ -191,6 +199,223 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The node id of a [`TestCluster`]'s controller.
+pub const CONTROLLER_NODE_ID: i32 = 100;
+
+/// Timing flags of every [`TestCluster`] member, so that a killed broker is fenced within a
+/// second rather than after the default session timeout. The controller gets them too: it is
+/// the one that fences.
+const CLUSTER_TIMING_ARGS: [&str; 4] = [
+    "--heartbeat-interval-ms",
+    "100",
+    "--session-timeout-ms",
+    "1000",
+];
+
+/// How long [`TestCluster::start`] waits for every broker to register.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A cluster of `mq-broker` processes: one controller (`--role controller`, node id
+/// [`CONTROLLER_NODE_ID`]) and brokers (`--role broker`, node ids 1..=N), each a
+/// [`BrokerProcess`] with its own temporary data directory, killed by PID on drop.
+///
+/// Members are addressed by node id. A restarted member keeps its data directory and its
+/// port (as [`BrokerProcess::restart`] does), so the brokers' `--controller` flag stays
+/// right across a restart of the controller.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The controller.
+    controller: BrokerProcess,
+    /// The brokers: node id `index + 1`.
+    brokers: Vec<BrokerProcess>,
+}
+
+impl TestCluster {
+    /// Starts a controller and `brokers` brokers, each broker with `extra_broker_args` on top
+    /// of its role, node id, controller address and timing flags, and waits until every
+    /// broker sees every other registered and unfenced.
+    pub fn start(brokers: usize, extra_broker_args: &[&str]) -> TestCluster {
+        TestCluster::start_with(brokers, &[], |_| {
+            extra_broker_args
+                .iter()
+                .map(|arg| arg.to_string())
+                .collect()
+        })
+    }
+
+    /// As [`TestCluster::start`], with extra flags for the controller and per broker
+    /// (`broker_args` is given each node id; for example `--rack` by node).
+    pub fn start_with(
+        brokers: usize,
+        controller_args: &[&str],
+        broker_args: impl Fn(i32) -> Vec<String>,
+    ) -> TestCluster {
+        let brokers = i32::try_from(brokers).expect("a test cluster has few brokers");
+        assert!(
+            brokers < CONTROLLER_NODE_ID,
+            "broker node ids must stay below the controller's"
+        );
+        let controller_id = CONTROLLER_NODE_ID.to_string();
+        let mut args = vec!["--role", "controller", "--node-id", &controller_id];
+        args.extend(CLUSTER_TIMING_ARGS);
+        args.extend(controller_args);
+        let controller = BrokerProcess::start_with(&args);
+        let controller_address = controller.bootstrap();
+        let brokers = (1..=brokers)
+            .map(|node_id| {
+                let node_id_text = node_id.to_string();
+                let extra = broker_args(node_id);
+                let mut args = vec![
+                    "--role",
+                    "broker",
+                    "--node-id",
+                    &node_id_text,
+                    "--controller",
+                    &controller_address,
+                ];
+                args.extend(CLUSTER_TIMING_ARGS);
+                args.extend(extra.iter().map(String::as_str));
+                BrokerProcess::start_with(&args)
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            controller,
+            brokers,
+        };
+        cluster.wait_until_ready(CLUSTER_READY_TIMEOUT);
+        cluster
+    }
+
+    /// The controller.
+    pub fn controller(&self) -> &BrokerProcess {
+        &self.controller
+    }
+
+    /// The controller, to kill or restart.
+    pub fn controller_mut(&mut self) -> &mut BrokerProcess {
+        &mut self.controller
+    }
+
+    /// Broker `node_id` (1..=N).
+    pub fn broker(&self, node_id: i32) -> &BrokerProcess {
+        &self.brokers[self.broker_index(node_id)]
+    }
+
+    /// Broker `node_id` (1..=N), to kill or restart.
+    pub fn broker_mut(&mut self, node_id: i32) -> &mut BrokerProcess {
+        let index = self.broker_index(node_id);
+        &mut self.brokers[index]
+    }
+
+    /// Every broker, by node id.
+    pub fn brokers(&self) -> &[BrokerProcess] {
+        &self.brokers
+    }
+
+    /// The member with `node_id`: the controller for [`CONTROLLER_NODE_ID`], else a broker.
+    pub fn member_mut(&mut self, node_id: i32) -> &mut BrokerProcess {
+        if node_id == CONTROLLER_NODE_ID {
+            &mut self.controller
+        } else {
+            self.broker_mut(node_id)
+        }
+    }
+
+    /// Every broker's `host:port`, comma-separated (stopped ones included: a restart keeps
+    /// the port), for clients and tools.
+    pub fn bootstrap(&self) -> String {
+        let addresses: Vec<String> = self.brokers.iter().map(BrokerProcess::bootstrap).collect();
+        addresses.join(",")
+    }
+
+    /// Kills member `node_id` (controller or broker) with SIGKILL.
+    pub fn kill9(&mut self, node_id: i32) {
+        self.member_mut(node_id).kill9();
+    }
+
+    /// Starts member `node_id` again, on its port and data directory.
+    pub fn restart(&mut self, node_id: i32) {
+        self.member_mut(node_id).restart();
+    }
+
+    /// Waits until every running broker answers DescribeCluster with every running broker
+    /// registered and unfenced (after a start, or a broker's restart); panics with the
+    /// members' logs after `timeout`. Only the brokers' views are checked: a restarted
+    /// controller is ready once it answers, which [`BrokerProcess::restart`] waits for.
+    pub fn wait_until_ready(&mut self, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let running: BTreeSet<i32> = (1..)
+                .zip(self.brokers.iter_mut())
+                .filter_map(|(node_id, broker)| broker.is_running().then_some(node_id))
+                .collect();
+            let views: Vec<String> = running
+                .iter()
+                .filter_map(|node_id| {
+                    let alive = self.alive_brokers(*node_id);
+                    let ready = matches!(&alive, Ok(alive) if running.is_subset(alive));
+                    (!ready).then(|| format!("broker {node_id} sees {alive:?}"))
+                })
+                .collect();
+            if views.is_empty() {
+                return;
+            }
+            if started.elapsed() > timeout {
+                panic!(
+                    "the cluster was not ready within {timeout:?}: running brokers {running:?}, \
+                     {}\n{}",
+                    views.join("; "),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node ids broker `node_id` reports registered and unfenced, or the error code it
+    /// answers DescribeCluster with.
+    pub fn alive_brokers(&self, node_id: i32) -> Result<BTreeSet<i32>, ErrorCode> {
+        let mut connection = RawConnection::connect(self.broker(node_id).address);
+        connection.send(1, &Request::DescribeCluster);
+        match connection.read_response(ApiKey::DESCRIBE_CLUSTER) {
+            Some((_, Some(Response::DescribeCluster(response)))) => {
+                if !response.error_code.is_ok() {
+                    return Err(response.error_code);
+                }
+                Ok(response
+                    .brokers
+                    .iter()
+                    .filter(|broker| !broker.fenced)
+                    .map(|broker| broker.node_id)
+                    .collect())
+            }
+            Some((header, _)) => Err(header.error_code),
+            None => Err(ErrorCode::BROKER_NOT_AVAILABLE),
+        }
+    }
+
+    /// Every member's log, each under a heading, for failure messages.
+    pub fn logs(&self) -> String {
+        let controller = (CONTROLLER_NODE_ID, &self.controller);
+        std::iter::once(controller)
+            .chain((1..).zip(&self.brokers))
+            .map(|(node_id, member)| format!("--- node {node_id} ---\n{}", member.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn broker_index(&self, node_id: i32) -> usize {
+        let index = usize::try_from(node_id - 1).ok();
+        match index.filter(|index| *index < self.brokers.len()) {
+            Some(index) => index,
+            None => panic!(
+                "no broker {node_id}: the cluster's brokers are 1..={}",
+                self.brokers.len()
+            ),
+        }
     }
 }
 

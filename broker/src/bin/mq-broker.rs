@@ -13,6 +13,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use std::time::Duration;
+
+use mq_broker::cluster::{
+    self, ClusterNode, Controller, ControllerLink, ControllerSettings, NodeSettings,
+};
 use mq_broker::config::{BrokerConfig, Role};
 use mq_broker::server::{self, Broker};
 
@@ -42,6 +47,15 @@ struct Args {
     /// host:port that clients are told to connect to [default: the listen address].
     #[arg(long, env = "MQ_ADVERTISED_LISTENER")]
     advertised_listener: Option<String>,
+    /// The controller's address(es), for the broker role: HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "MQ_CONTROLLER", value_delimiter = ',')]
+    controller: Option<Vec<String>>,
+    #[arg(long, env = "MQ_RACK")]
+    rack: Option<String>,
+    #[arg(long, env = "MQ_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "MQ_SESSION_TIMEOUT_MS")]
+    session_timeout_ms: Option<u64>,
     /// Where data lives [default: ./data].
     #[arg(long, env = "MQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -132,12 +146,6 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let config = settings(args)?;
-    if config.role != Role::Combined {
-        bail!(
-            "role {:?} needs cluster mode, which this version does not have yet; run with --role combined (the default)",
-            config.role
-        );
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,6 +188,10 @@ fn settings(args: Args) -> anyhow::Result<BrokerConfig> {
         frame_timeout_ms,
         max_request_memory_bytes
     );
+    set!(controller, heartbeat_interval_ms, session_timeout_ms);
+    if args.rack.is_some() {
+        config.rack = args.rack;
+    }
     set!(
         max_in_flight_requests,
         auto_create_topics,
@@ -227,12 +239,30 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let data_dir = config.data_dir.clone();
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, bound))
+    let broker = tokio::task::spawn_blocking(move || open(config, bound))
         .await
         .context("opening the broker")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    tracing::info!(address = %bound, node_id = broker.config.node_id, "listening");
     let broker = Arc::new(broker);
+    if let Some(controller) = &broker.controller {
+        tokio::spawn(Arc::clone(controller).run_sessions(broker.shutting_down()));
+        if broker.node.is_none() {
+            // The controller role serves metadata from the controller's own image.
+            let mut image = controller.subscribe();
+            let serving = Arc::clone(&broker);
+            tokio::spawn(async move {
+                while image.changed().await.is_ok() {
+                    let current = (**image.borrow_and_update()).clone();
+                    serving.publish_image(current);
+                }
+            });
+        }
+    }
+    import_legacy_topics(&broker).await?;
+    cluster::join(&broker)
+        .await
+        .map_err(|error| anyhow::anyhow!("joining the cluster: {error}"))?;
+    tracing::info!(address = %bound, node_id = broker.config.node_id, role = ?broker.config.role, "listening");
     if let Some(metrics_listener) = metrics_listener {
         let address = metrics_listener
             .local_addr()
@@ -242,6 +272,71 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     }
     println!("mq-broker listening on {bound}");
     server::run(listener, broker, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Opens the controller and the broker as the role asks. Blocking.
+fn open(config: BrokerConfig, bound: SocketAddr) -> anyhow::Result<Broker> {
+    let controller = match config.role {
+        Role::Combined | Role::Controller => Some(Arc::new(Controller::open(
+            &config.data_dir,
+            ControllerSettings {
+                node_id: config.node_id,
+                session_timeout: Duration::from_millis(config.session_timeout_ms),
+                topic_defaults: config.topic_defaults.clone(),
+            },
+        )?)),
+        Role::Broker => None,
+    };
+    let node = match config.role {
+        Role::Controller => None,
+        Role::Combined | Role::Broker => {
+            let link = match &controller {
+                Some(controller) => ControllerLink::Local(Arc::clone(controller)),
+                None => ControllerLink::remote(config.controller.clone()),
+            };
+            let (host, port) = server::advertised(&config, bound);
+            Some(ClusterNode::new(
+                NodeSettings {
+                    node_id: config.node_id,
+                    host,
+                    port,
+                    rack: config.rack.clone(),
+                    heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+                },
+                link,
+            ))
+        }
+    };
+    Ok(Broker::open(config, bound, controller, node)?)
+}
+
+/// A data directory written by a single-node version before cluster mode keeps its topics in
+/// `topics/`; a `combined` node whose metadata log is empty takes them over, in place.
+async fn import_legacy_topics(broker: &Broker) -> anyhow::Result<()> {
+    let (Some(controller), Some(_)) = (&broker.controller, &broker.node) else {
+        return Ok(());
+    };
+    if !broker.config.data_dir.join("topics").is_dir() {
+        return Ok(());
+    }
+    let data_dir = broker.config.data_dir.clone();
+    let records =
+        tokio::task::spawn_blocking(move || mq_broker::topics::TopicStore::open(&data_dir))
+            .await
+            .context("reading the topic registry")?
+            .context("reading the topic registry")?
+            .1;
+    let imported = controller
+        .import_legacy_topics(records, broker.node_id())
+        .await
+        .map_err(|(_, message)| anyhow::anyhow!("importing topics: {message}"))?;
+    if imported > 0 {
+        tracing::info!(
+            topics = imported,
+            "imported topics of the single-node registry"
+        );
+    }
     Ok(())
 }
 

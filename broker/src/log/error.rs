@@ -38,6 +38,14 @@ pub enum LogError {
     /// The offsets of the append would overflow the offset space.
     #[error("offset overflow")]
     OffsetOverflow,
+    /// A copied batch does not continue the log (see `PartitionLog::append_copy`).
+    #[error("a copied batch starts at offset {found}, not at the log end {log_end}")]
+    CopyGap {
+        /// The log's end.
+        log_end: Offset,
+        /// The batch's base offset.
+        found: i64,
+    },
     /// An operating-system I/O error on a file of the log.
     #[error("i/o error on {path}: {source}")]
     Io {

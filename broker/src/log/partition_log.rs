@@ -223,6 +223,24 @@ impl PartitionLog {
     ///
     /// Durability is the caller's: see [`PartitionLog::flush`] and [`super::SharedLog`].
     pub fn append(&mut self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
+        self.append_as(batches, now, AppendKind::Leader)
+    }
+
+    /// Appends batches copied from another broker's log of this partition, keeping their
+    /// offsets: each batch must start at this log's end (a copy starts with
+    /// [`PartitionLog::reset_to`] at the source's log start). Producers' sequences are
+    /// recorded but not checked: the source checked them, and a copy may begin in the
+    /// middle of a producer's sequence.
+    pub fn append_copy(&mut self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
+        self.append_as(batches, now, AppendKind::Copy)
+    }
+
+    fn append_as(
+        &mut self,
+        batches: &mut [u8],
+        now: SystemTime,
+        kind: AppendKind,
+    ) -> LogResult<AppendInfo> {
         self.check_online()?;
         if batches.len() > self.config.batch_bytes_max as usize {
             return Err(LogError::BatchTooLarge {
@@ -231,12 +249,20 @@ impl PartitionLog {
             });
         }
         let mut headers = validate_append(batches)?;
-        if let Some(duplicate) = self.check_sequences(&headers)? {
-            return Ok(duplicate);
+        if kind == AppendKind::Leader {
+            if let Some(duplicate) = self.check_sequences(&headers)? {
+                return Ok(duplicate);
+            }
         }
         let base_offset = self.log_end;
         let mut next_offset = base_offset;
         for (position, header) in &mut headers {
+            if kind == AppendKind::Copy && header.base_offset != next_offset.to_wire() {
+                return Err(LogError::CopyGap {
+                    log_end: next_offset,
+                    found: header.base_offset,
+                });
+            }
             let count = u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
             if next_offset
                 .0
@@ -582,6 +608,15 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Deletes every record and starts the log empty at `offset`: a copy of another
+    /// broker's log begins where that log begins.
+    pub fn reset_to(&mut self, offset: Offset, now: SystemTime) -> LogResult<()> {
+        self.check_online()?;
+        self.mark_dirty()?;
+        self.truncations += 1;
+        self.restart_at(offset, now)
+    }
+
     /// Deletes every segment and starts an empty log at `offset`.
     fn restart_at(&mut self, offset: Offset, now: SystemTime) -> LogResult<()> {
         for (_, segment) in std::mem::take(&mut self.segments) {
@@ -809,6 +844,15 @@ fn active_size_mismatch(active: &Segment) -> bool {
 }
 
 /// Milliseconds since the Unix epoch (negative before it).
+/// Whose batches an append carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AppendKind {
+    /// A producer's: offsets are assigned, producers' sequences checked.
+    Leader,
+    /// Another broker's log's: offsets are kept.
+    Copy,
+}
+
 pub(crate) fn millis_since_epoch(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => millis(after),

@@ -79,6 +79,43 @@ impl SharedLog {
         Ok(info)
     }
 
+    /// Appends batches, like [`SharedLog::append_unflushed`], if `allowed` says yes when
+    /// asked under the log's write lock; `None` otherwise. Whoever changes what `allowed`
+    /// reads and then takes the write lock once (for example through
+    /// [`SharedLog::with_log_mut`]) knows that no append allowed by the old answer is still
+    /// to come. Blocking.
+    pub fn append_unflushed_if(
+        &self,
+        batches: &mut [u8],
+        now: SystemTime,
+        allowed: impl FnOnce() -> bool,
+    ) -> LogResult<Option<AppendInfo>> {
+        let info = {
+            let mut log = self.lock_write()?;
+            if !allowed() {
+                return Ok(None);
+            }
+            log.append(batches, now)?
+        };
+        self.log_end
+            .send_if_modified(|log_end| advance(log_end, info.log_end));
+        Ok(Some(info))
+    }
+
+    /// Appends batches copied from another broker's log (see
+    /// [`PartitionLog::append_copy`]), without waiting for durability. Blocking.
+    pub fn append_copy(&self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
+        let info = self.lock_write()?.append_copy(batches, now)?;
+        self.log_end
+            .send_if_modified(|log_end| advance(log_end, info.log_end));
+        Ok(info)
+    }
+
+    /// Empties the log and starts it at `offset` (see [`PartitionLog::reset_to`]). Blocking.
+    pub fn reset_to(&self, offset: Offset, now: SystemTime) -> LogResult<()> {
+        self.with_log_mut(|log| log.reset_to(offset, now))?
+    }
+
     /// The log's flush policy.
     pub fn flush_policy(&self) -> FlushPolicy {
         self.flush_policy

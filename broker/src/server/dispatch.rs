@@ -25,15 +25,18 @@ use mq_protocol::request::{
     ProduceRequest, Request,
 };
 use mq_protocol::response::{
-    ApiVersion, ApiVersionsResponse, BrokerMetadata, FetchPartitionResponse, FetchResponse,
-    FetchTopicResponse, FindCoordinatorResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
+    ApiVersion, ApiVersionsResponse, BrokerHeartbeatResponse, BrokerMetadata,
+    BrokerRegistrationResponse, ClusterBroker, DescribeClusterResponse, ErrorResponse,
+    FetchMetadataResponse, FetchPartitionResponse, FetchResponse, FetchTopicResponse,
+    FindCoordinatorResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
     ListOffsetsTopicResponse, MetadataResponse, PartitionMetadata, ProducePartitionResponse,
-    ProduceResponse, ProduceTopicResponse, Response, TopicError, TopicErrorsResponse,
-    TopicMetadata,
+    ProduceResponse, ProduceTopicResponse, RebalanceResponse, Response, TopicError,
+    TopicErrorsResponse, TopicMetadata,
 };
 use mq_protocol::{ErrorCode, Offset};
 
-use super::state::{unknown_topic, AdminError, Broker};
+use super::state::{AdminError, Broker};
+use crate::cluster::{ClusterImage, PartitionState, TopicImage};
 use crate::group::{check_group_id, ClientInfo};
 use crate::log::{FlushPolicy, LogError};
 use crate::manager::{Partition, TopicPartition};
@@ -47,6 +50,10 @@ pub(crate) async fn handle(
     request: Request,
     context: &RequestContext,
 ) -> Option<Response> {
+    let request = match coordinated_elsewhere(broker, request) {
+        Ok(request) => request,
+        Err(response) => return Some(response),
+    };
     Some(match request {
         Request::ApiVersions => Response::ApiVersions(api_versions()),
         Request::Metadata(request) => Response::Metadata(metadata(broker, request).await),
@@ -65,6 +72,18 @@ pub(crate) async fn handle(
         }
         Request::Fetch(request) => Response::Fetch(fetch(broker, request).await),
         Request::ListOffsets(request) => Response::ListOffsets(list_offsets(broker, request).await),
+        Request::BrokerRegistration(_)
+        | Request::BrokerHeartbeat(_)
+        | Request::FetchMetadata(_)
+        | Request::AlterPartition(_) => return Some(controller_only(broker, request).await),
+        Request::ReassignPartition(_) | Request::Rebalance(_) => {
+            let api_key = request.api_key();
+            match broker.forward(request).await {
+                Ok(response) => response,
+                Err(error) => refusal(api_key, error),
+            }
+        }
+        Request::DescribeCluster => Response::DescribeCluster(describe_cluster(broker)),
         Request::OffsetCommit(request) => {
             let pending = broker.coordinator.commit_append(request).await;
             Response::OffsetCommit(broker.coordinator.commit_complete(pending).await)
@@ -108,26 +127,232 @@ pub(crate) struct RequestContext {
     pub(crate) peer: SocketAddr,
 }
 
-/// This broker coordinates every group (single node).
+/// The broker that coordinates a group: of the live brokers, the one whose hash with the
+/// group id is highest (rendezvous hashing: when a broker dies or returns, only its groups
+/// move). -1 when no broker is alive.
+pub(crate) fn coordinator_of(image: &ClusterImage, group_id: &str) -> i32 {
+    image
+        .live_brokers()
+        .max_by_key(|broker| rendezvous_hash(group_id, broker.node_id))
+        .map_or(-1, |broker| broker.node_id)
+}
+
+/// FNV-1a over the group id and the node id, then a final mix: the same on every node.
+fn rendezvous_hash(group_id: &str, node_id: i32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in group_id.bytes().chain(node_id.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+/// Whether this broker coordinates `group_id`.
+fn coordinates(broker: &Broker, group_id: &str) -> bool {
+    broker.node.is_some() && coordinator_of(&broker.image(), group_id) == broker.node_id()
+}
+
+/// A group request for a group another broker coordinates, answered `NOT_COORDINATOR`;
+/// any other request back.
+fn coordinated_elsewhere(broker: &Broker, request: Request) -> Result<Request, Response> {
+    let not_here = |group_id: &str| !coordinates(broker, group_id);
+    let error_code = ErrorCode::NOT_COORDINATOR;
+    Err(match request {
+        Request::OffsetCommit(request) if not_here(&request.group_id) => {
+            Response::OffsetCommit(mq_protocol::group::PartitionErrorsResponse {
+                topics: request
+                    .topics
+                    .into_iter()
+                    .map(|topic| mq_protocol::group::TopicPartitionErrors {
+                        name: topic.name,
+                        partitions: topic
+                            .partitions
+                            .iter()
+                            .map(|partition| (partition.partition, error_code))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        }
+        Request::OffsetFetch(request) if not_here(&request.group_id) => {
+            Response::OffsetFetch(mq_protocol::group::OffsetFetchResponse {
+                error_code,
+                ..Default::default()
+            })
+        }
+        Request::JoinGroup(request) if not_here(&request.group_id) => {
+            Response::JoinGroup(mq_protocol::group::JoinGroupResponse {
+                error_code,
+                ..Default::default()
+            })
+        }
+        Request::SyncGroup(request) if not_here(&request.group_id) => {
+            Response::SyncGroup(mq_protocol::group::SyncGroupResponse {
+                error_code,
+                ..Default::default()
+            })
+        }
+        Request::Heartbeat(request) if not_here(&request.group_id) => {
+            Response::Heartbeat(mq_protocol::group::GroupErrorResponse { error_code })
+        }
+        Request::LeaveGroup(request) if not_here(&request.group_id) => {
+            Response::LeaveGroup(mq_protocol::group::GroupErrorResponse { error_code })
+        }
+        Request::DescribeGroups(request) if request.groups.iter().any(|group| not_here(group)) => {
+            Response::DescribeGroups(mq_protocol::group::DescribeGroupsResponse {
+                groups: request
+                    .groups
+                    .into_iter()
+                    .map(|group_id| mq_protocol::group::DescribedGroup {
+                        error_code: if not_here(&group_id) {
+                            error_code
+                        } else {
+                            ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+                        },
+                        group_id,
+                        state: "Dead".to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+        }
+        Request::DeleteGroups(request) if request.groups.iter().any(|group| not_here(group)) => {
+            Response::DeleteGroups(mq_protocol::group::GroupErrorsResponse {
+                groups: request
+                    .groups
+                    .into_iter()
+                    .map(|group_id| {
+                        let code = if not_here(&group_id) {
+                            error_code
+                        } else {
+                            ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+                        };
+                        (group_id, code)
+                    })
+                    .collect(),
+            })
+        }
+        request => return Ok(request),
+    })
+}
+
 fn find_coordinator(broker: &Broker, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let image = broker.image();
+    let chosen = coordinator_of(&image, &request.group_id);
     let error_code = match check_group_id(&request.group_id) {
         Err(code) => code,
-        Ok(()) if *broker.shutting_down().borrow() => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        Ok(()) if *broker.shutting_down().borrow() && chosen == broker.node_id() => {
+            ErrorCode::COORDINATOR_NOT_AVAILABLE
+        }
+        Ok(()) if chosen == -1 => ErrorCode::COORDINATOR_NOT_AVAILABLE,
         Ok(()) => ErrorCode::NONE,
     };
-    if error_code != ErrorCode::NONE {
-        return FindCoordinatorResponse {
+    match image.brokers.get(&chosen).filter(|_| error_code.is_ok()) {
+        Some(coordinator) => FindCoordinatorResponse {
+            error_code,
+            node_id: coordinator.node_id,
+            host: coordinator.host.clone(),
+            port: coordinator.port,
+        },
+        None => FindCoordinatorResponse {
             error_code,
             node_id: -1,
             host: String::new(),
             port: -1,
-        };
+        },
     }
-    FindCoordinatorResponse {
-        error_code,
-        node_id: broker.config.node_id,
-        host: broker.advertised_host.clone(),
-        port: broker.advertised_port,
+}
+
+/// Answers an API only the controller speaks: here, when this process runs it; otherwise
+/// `NOT_CONTROLLER`.
+async fn controller_only(broker: &Arc<Broker>, request: Request) -> Response {
+    let api_key = request.api_key();
+    if let Some(controller) = &broker.controller {
+        if let Some(response) = controller.handle(request).await {
+            return response;
+        }
+    }
+    refusal(
+        api_key,
+        AdminError::new(
+            ErrorCode::NOT_CONTROLLER,
+            format!("node {} is not the controller", broker.node_id()),
+        ),
+    )
+}
+
+/// The answer to a cluster request that could not be carried out.
+fn refusal(api_key: ApiKey, error: AdminError) -> Response {
+    let message = Some(error.message);
+    let code = error.code;
+    match api_key {
+        ApiKey::BROKER_REGISTRATION => Response::BrokerRegistration(BrokerRegistrationResponse {
+            error_code: code,
+            error_message: message,
+            broker_epoch: -1,
+            controller_id: -1,
+        }),
+        ApiKey::BROKER_HEARTBEAT => Response::BrokerHeartbeat(BrokerHeartbeatResponse {
+            error_code: code,
+            error_message: message,
+            fenced: false,
+        }),
+        ApiKey::FETCH_METADATA => Response::FetchMetadata(FetchMetadataResponse {
+            error_code: code,
+            error_message: message,
+            ..Default::default()
+        }),
+        ApiKey::REBALANCE => Response::Rebalance(RebalanceResponse {
+            error_code: code,
+            error_message: message,
+            moves: Vec::new(),
+        }),
+        ApiKey::ALTER_PARTITION => Response::AlterPartition(ErrorResponse {
+            error_code: code,
+            error_message: message,
+        }),
+        _ => Response::ReassignPartition(ErrorResponse {
+            error_code: code,
+            error_message: message,
+        }),
+    }
+}
+
+fn describe_cluster(broker: &Broker) -> DescribeClusterResponse {
+    let image = broker.image();
+    let controller_address = match (&broker.controller, &broker.node) {
+        (Some(_), _) => format!("{}:{}", broker.advertised_host, broker.advertised_port),
+        (None, Some(node)) => node.link().describe(),
+        (None, None) => String::new(),
+    };
+    DescribeClusterResponse {
+        error_code: ErrorCode::NONE,
+        error_message: None,
+        controller_id: controller_id(broker),
+        controller_address,
+        metadata_offset: image.offset,
+        brokers: image
+            .brokers
+            .values()
+            .map(|info| ClusterBroker {
+                node_id: info.node_id,
+                host: info.host.clone(),
+                port: info.port,
+                rack: info.rack.clone(),
+                fenced: info.fenced,
+            })
+            .collect(),
+    }
+}
+
+/// The controller's node id as this broker knows it.
+fn controller_id(broker: &Broker) -> i32 {
+    match (&broker.controller, &broker.node) {
+        (Some(controller), _) => controller.node_id(),
+        (None, Some(node)) => node.controller_id(),
+        (None, None) => -1,
     }
 }
 
@@ -149,157 +374,210 @@ fn api_versions() -> ApiVersionsResponse {
 }
 
 async fn metadata(broker: &Arc<Broker>, request: MetadataRequest) -> MetadataResponse {
-    let records = match &request.topics {
-        None => broker.topics().await,
-        Some(names) => {
-            let mut records = Vec::new();
-            for name in names {
-                if let Some(record) = find_or_auto_create(broker, name).await {
-                    records.push(record);
-                }
-            }
-            records
-        }
-    };
-    let node_id = broker.config.node_id;
-    let mut topics: Vec<TopicMetadata> = records
-        .iter()
-        .map(|record| TopicMetadata {
-            error_code: ErrorCode::NONE,
-            name: record.name.clone(),
-            partitions: (0..record.partitions)
-                .map(|partition| partition_metadata(broker, &record.name, partition, node_id))
-                .collect(),
-        })
-        .collect();
     if let Some(names) = &request.topics {
         for name in names {
-            if !records.iter().any(|record| &record.name == name) {
-                topics.push(TopicMetadata {
+            find_or_auto_create(broker, name).await;
+        }
+    }
+    let image = broker.image();
+    let me = broker.node_id();
+    let describe = |topic: &TopicImage| TopicMetadata {
+        error_code: ErrorCode::NONE,
+        name: topic.name.clone(),
+        partitions: topic
+            .partitions
+            .iter()
+            .map(|state| partition_metadata(broker, state, me))
+            .collect(),
+    };
+    let topics = match &request.topics {
+        None => image.topics.values().map(describe).collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| match image.topics.get(name) {
+                Some(topic) => describe(topic),
+                None => TopicMetadata {
                     error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     name: name.clone(),
                     partitions: Vec::new(),
-                });
-            }
-        }
-    }
+                },
+            })
+            .collect(),
+    };
     MetadataResponse {
-        brokers: vec![BrokerMetadata {
-            node_id,
-            host: broker.advertised_host.clone(),
-            port: broker.advertised_port,
-        }],
-        controller_id: node_id,
+        brokers: image
+            .live_brokers()
+            .map(|info| BrokerMetadata {
+                node_id: info.node_id,
+                host: info.host.clone(),
+                port: info.port,
+            })
+            .collect(),
+        controller_id: controller_id(broker),
         topics,
     }
 }
 
-fn partition_metadata(
-    broker: &Broker,
-    topic: &str,
-    partition: i32,
-    node_id: i32,
-) -> PartitionMetadata {
+fn partition_metadata(broker: &Broker, state: &PartitionState, me: i32) -> PartitionMetadata {
     let mut metadata = PartitionMetadata {
         error_code: ErrorCode::NONE,
-        partition,
-        leader: node_id,
-        leader_epoch: 0,
-        replicas: vec![node_id],
-        isr: vec![node_id],
-        ..PartitionMetadata::default()
+        partition: state.partition,
+        leader: state.leader,
+        leader_epoch: state.leader_epoch,
+        replicas: state.replicas.clone(),
+        isr: state.isr.clone(),
+        log_start_offset: -1,
+        log_end_offset: -1,
+        size_bytes: -1,
     };
+    if state.leader == -1 {
+        metadata.error_code = ErrorCode::LEADER_NOT_AVAILABLE;
+        return metadata;
+    }
+    if state.leader != me {
+        return metadata;
+    }
     let topic_partition = TopicPartition {
-        topic: Arc::from(topic),
-        partition,
+        topic: Arc::from(state.topic.as_str()),
+        partition: state.partition,
     };
-    let state = broker.manager.get(&topic_partition).map(|open| {
+    let local = broker.manager.get(&topic_partition).map(|open| {
         open.log
             .with_log(|log| (log.log_start(), log.log_end(), log.size_bytes()))
     });
-    match state {
-        Some(Ok((log_start, log_end, size_bytes))) => {
-            metadata.log_start_offset = log_start.to_wire();
-            metadata.log_end_offset = log_end.to_wire();
-            metadata.size_bytes = i64::try_from(size_bytes).unwrap_or(i64::MAX);
-        }
-        _ => {
-            metadata.error_code = ErrorCode::LEADER_NOT_AVAILABLE;
-            metadata.leader = -1;
-        }
+    if let Some(Ok((log_start, log_end, size_bytes))) = local {
+        metadata.log_start_offset = log_start.to_wire();
+        metadata.log_end_offset = log_end.to_wire();
+        metadata.size_bytes = i64::try_from(size_bytes).unwrap_or(i64::MAX);
     }
     metadata
 }
 
-/// The topic, created with the defaults first if it is missing and the broker allows that.
-async fn find_or_auto_create(
-    broker: &Arc<Broker>,
-    name: &str,
-) -> Option<crate::topics::TopicRecord> {
-    if let Some(record) = broker.topic(name).await {
-        return Some(record);
+/// Creates the topic with the defaults if it is missing and the broker allows that.
+async fn find_or_auto_create(broker: &Arc<Broker>, name: &str) {
+    if !broker.config.auto_create_topics || broker.image().topics.contains_key(name) {
+        return;
     }
-    if !broker.config.auto_create_topics {
-        return None;
-    }
-    match broker.create_topic(name, -1, -1, &[]).await {
-        Ok(record) => Some(record),
-        Err(error) if error.code == ErrorCode::TOPIC_ALREADY_EXISTS => broker.topic(name).await,
-        Err(error) => {
-            tracing::warn!(topic = name, message = %error.message, "auto-creating topic failed");
-            None
+    let request = CreateTopicsRequest {
+        topics: vec![mq_protocol::request::CreatableTopic {
+            name: name.to_string(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: Vec::new(),
+        }],
+        timeout_ms: 10_000,
+    };
+    let response = create_topics(broker, request).await;
+    for topic in response.topics {
+        if !topic.error_code.is_ok() && topic.error_code != ErrorCode::TOPIC_ALREADY_EXISTS {
+            tracing::warn!(
+                topic = name,
+                message = topic.error_message,
+                "auto-creating topic failed"
+            );
         }
     }
 }
 
-fn topic_result(name: &str, result: Result<(), AdminError>) -> TopicError {
-    let (error_code, error_message) = match result {
-        Ok(()) => (ErrorCode::NONE, None),
-        Err(error) => (error.code, Some(error.message)),
+/// Forwards a topic admin request to the controller; once it answers, waits until this
+/// broker's metadata shows each successful change (`applied`), so the caller can use it here
+/// at once.
+async fn forward_topics(
+    broker: &Arc<Broker>,
+    request: Request,
+    applied: impl Fn(&ClusterImage, &str) -> bool,
+) -> TopicErrorsResponse {
+    let names: Vec<String> = match &request {
+        Request::CreateTopics(request) => request.topics.iter().map(|t| t.name.clone()).collect(),
+        Request::DeleteTopics(request) => request.names.clone(),
+        Request::CreatePartitions(request) => {
+            request.topics.iter().map(|t| t.name.clone()).collect()
+        }
+        _ => Vec::new(),
     };
-    TopicError {
-        name: name.to_string(),
-        error_code,
-        error_message,
+    let response = match broker.forward(request).await {
+        Ok(
+            Response::CreateTopics(response)
+            | Response::DeleteTopics(response)
+            | Response::CreatePartitions(response),
+        ) => response,
+        Ok(_) => {
+            return all_failed(
+                &names,
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                "unexpected answer from the controller".to_string(),
+            )
+        }
+        Err(error) => return all_failed(&names, error.code, error.message),
+    };
+    let done: Vec<String> = response
+        .topics
+        .iter()
+        .filter(|topic| topic.error_code.is_ok())
+        .map(|topic| topic.name.clone())
+        .collect();
+    if !done.is_empty() && broker.node.is_some() {
+        let seen = broker
+            .wait_for_image(|image| done.iter().all(|name| applied(image, name)))
+            .await;
+        if !seen {
+            tracing::warn!(topics = ?done, "the change did not reach this broker's metadata in time");
+        }
+    }
+    response
+}
+
+fn all_failed(names: &[String], error_code: ErrorCode, message: String) -> TopicErrorsResponse {
+    TopicErrorsResponse {
+        topics: names
+            .iter()
+            .map(|name| TopicError {
+                name: name.clone(),
+                error_code,
+                error_message: Some(message.clone()),
+            })
+            .collect(),
     }
 }
 
 async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest) -> TopicErrorsResponse {
-    let mut topics = Vec::new();
-    for topic in request.topics {
-        let result = broker
-            .create_topic(
-                &topic.name,
-                topic.partitions,
-                topic.replication_factor,
-                &topic.configs,
-            )
-            .await
-            .map(|_| ());
-        topics.push(topic_result(&topic.name, result));
-    }
-    TopicErrorsResponse { topics }
+    forward_topics(broker, Request::CreateTopics(request), |image, name| {
+        image.topics.contains_key(name)
+    })
+    .await
 }
 
 async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest) -> TopicErrorsResponse {
-    let mut topics = Vec::new();
-    for name in request.names {
-        let result = broker.delete_topic(&name).await;
-        topics.push(topic_result(&name, result));
-    }
-    TopicErrorsResponse { topics }
+    forward_topics(broker, Request::DeleteTopics(request), |image, name| {
+        !image.topics.contains_key(name)
+    })
+    .await
 }
 
 async fn create_partitions(
     broker: &Arc<Broker>,
     request: CreatePartitionsRequest,
 ) -> TopicErrorsResponse {
-    let mut topics = Vec::new();
-    for topic in request.topics {
-        let result = broker.add_partitions(&topic.name, topic.count).await;
-        topics.push(topic_result(&topic.name, result));
-    }
-    TopicErrorsResponse { topics }
+    let counts: std::collections::HashMap<String, usize> = request
+        .topics
+        .iter()
+        .map(|topic| {
+            (
+                topic.name.clone(),
+                usize::try_from(topic.count).unwrap_or(0),
+            )
+        })
+        .collect();
+    forward_topics(
+        broker,
+        Request::CreatePartitions(request),
+        move |image, name| {
+            image.topics.get(name).is_some_and(|topic| {
+                topic.partitions.len() >= counts.get(name).copied().unwrap_or(0)
+            })
+        },
+    )
+    .await
 }
 
 /// A wire error code and message for a log error.
@@ -313,35 +591,98 @@ fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline { .. } => {
             ErrorCode::KAFKA_STORAGE_ERROR
         }
-        LogError::OffsetOverflow | LogError::Config(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+        LogError::OffsetOverflow | LogError::Config(_) | LogError::CopyGap { .. } => {
+            ErrorCode::UNKNOWN_SERVER_ERROR
+        }
     }
 }
 
-/// The open partition, or the error to answer for it.
+/// Who is asking for a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// A client: only the leader serves it.
+    Client,
+    /// A fetch naming this leader epoch: also served by a partition's current holder while
+    /// the partition moves under that epoch (the move's target copying it).
+    Fetch(i32),
+}
+
+/// The open partition that this broker leads, or the error to answer for it.
 async fn lookup(
     broker: &Arc<Broker>,
     topic: &str,
     partition: i32,
     auto_create: bool,
+    access: Access,
 ) -> Result<Arc<Partition>, (ErrorCode, String)> {
+    if auto_create {
+        find_or_auto_create(broker, topic).await;
+    }
+    let image = broker.image();
+    let me = broker.node_id();
+    let Some(topic_image) = image.topics.get(topic) else {
+        return Err((
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic '{topic}' does not exist"),
+        ));
+    };
+    let Some(state) = usize::try_from(partition)
+        .ok()
+        .and_then(|index| topic_image.partitions.get(index))
+    else {
+        return Err((
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic '{topic}' has no partition {partition}"),
+        ));
+    };
+    let moving_from_here = state.moving_to != -1 && state.replicas.contains(&me);
+    match access {
+        Access::Fetch(epoch) if moving_from_here && epoch == state.leader_epoch => {}
+        Access::Fetch(epoch) if moving_from_here && epoch > state.leader_epoch => {
+            return Err((
+                ErrorCode::UNKNOWN_LEADER_EPOCH,
+                format!("{topic}-{partition}: leader epoch {epoch} is not known here yet"),
+            ));
+        }
+        _ if state.leader == me => {}
+        _ if state.leader == -1 && state.moving_to != -1 => {
+            return Err((
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                    "{topic}-{partition} is offline while it moves to broker {}",
+                    state.moving_to
+                ),
+            ));
+        }
+        _ if state.leader == -1 => {
+            return Err((
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                    "{topic}-{partition} is offline: its broker {:?} is down",
+                    state.replicas
+                ),
+            ));
+        }
+        _ => {
+            return Err((
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                    "broker {} leads {topic}-{partition}, not broker {me}",
+                    state.leader
+                ),
+            ));
+        }
+    }
     let topic_partition = TopicPartition {
         topic: Arc::from(topic),
         partition,
     };
-    if let Some(open) = broker.manager.get(&topic_partition) {
-        return Ok(open);
-    }
-    if auto_create && find_or_auto_create(broker, topic).await.is_some() {
-        if let Some(open) = broker.manager.get(&topic_partition) {
-            return Ok(open);
-        }
-    }
-    let message = if broker.topic(topic).await.is_some() {
-        format!("topic '{topic}' has no partition {partition}")
-    } else {
-        unknown_topic(topic).message
-    };
-    Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message))
+    broker.manager.get(&topic_partition).ok_or_else(|| {
+        (
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            format!("{topic}-{partition} is not open on broker {me} yet"),
+        )
+    })
 }
 
 /// A produce request whose batches are appended and whose acknowledgement may still wait
@@ -450,18 +791,28 @@ async fn append_partition(
     partition: i32,
     mut records: bytes::BytesMut,
 ) -> PartitionAppend {
-    let open = match lookup(broker, topic, partition, broker.config.auto_create_topics).await {
+    let auto_create = broker.config.auto_create_topics;
+    let open = match lookup(broker, topic, partition, auto_create, Access::Client).await {
         Ok(open) => open,
         Err((code, message)) => return PartitionAppend::Failed(code, message),
     };
     let appended = tokio::task::spawn_blocking(move || {
-        let info = open.log.append_unflushed(&mut records, SystemTime::now())?;
+        let info = open
+            .log
+            .append_unflushed_if(&mut records, SystemTime::now(), || open.is_leader())?;
         let log_start = open.log.with_log(|log| log.log_start())?;
         Ok::<_, LogError>((open, info, log_start))
     })
     .await;
     match appended {
-        Ok(Ok((open, info, log_start))) => PartitionAppend::Written {
+        Ok(Ok((_, None, _))) => PartitionAppend::Failed(
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            format!(
+                "broker {} no longer leads {topic}-{partition}",
+                broker.node_id()
+            ),
+        ),
+        Ok(Ok((open, Some(info), log_start))) => PartitionAppend::Written {
             open,
             log_end: info.log_end,
             base_offset: info.base_offset.to_wire(),
@@ -529,7 +880,14 @@ async fn fetch(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
             targets.push(FetchTarget {
                 topic: topic.name.clone(),
                 partition: partition.partition,
-                open: lookup(broker, &topic.name, partition.partition, false).await,
+                open: lookup(
+                    broker,
+                    &topic.name,
+                    partition.partition,
+                    false,
+                    Access::Fetch(partition.current_leader_epoch),
+                )
+                .await,
                 fetch_offset: partition.fetch_offset,
                 max_bytes: u64::try_from(partition.partition_max_bytes)
                     .unwrap_or(0)
@@ -694,7 +1052,7 @@ async fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest) -> List
                 timestamp: asked.timestamp,
                 offset: -1,
             };
-            match lookup(broker, &topic.name, asked.partition, false).await {
+            match lookup(broker, &topic.name, asked.partition, false, Access::Client).await {
                 Err((code, _)) => response.error_code = code,
                 Ok(open) => {
                     let timestamp = asked.timestamp;

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use metrics_http::serve_metrics;
-pub use state::{AdminError, Broker, StartError};
+pub use state::{advertised, AdminError, Broker, StartError};
 
 /// How long shutdown waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

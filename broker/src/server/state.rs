@@ -1,22 +1,29 @@
-//! [`Broker`]: the state every connection shares: settings, the topic registry, the log
-//! manager, the group coordinator, and the shutdown signal. Admin operations (create, delete,
-//! grow topics) live here because they change the registry, the logs and the coordinator's
-//! view of the topics together.
+//! [`Broker`]: the state every connection shares: settings, the cluster's metadata as this
+//! broker applied it, the log manager, the group coordinator, the controller (when this
+//! process runs it), and the shutdown signal. Admin operations go to the controller
+//! ([`Broker::forward`]); the broker answers once their effect reached its own metadata.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 
 use mq_protocol::ErrorCode;
-use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
+use mq_protocol::request::Request;
+use mq_protocol::response::Response;
+
+use crate::cluster::{ClusterImage, ClusterNode, Controller};
 use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
-use crate::manager::{LogManager, TopicPartition};
+use crate::manager::LogManager;
 use crate::metrics::{GroupOffsetSnapshot, Metrics, PartitionSnapshot, Snapshot};
 use crate::offsets::{OffsetStore, OffsetsError};
-use crate::topics::{self, TopicRecord, TopicStore, PARTITIONS_MAX};
+use crate::topics;
+
+/// How long a forwarded admin request, and the wait for its effect here, may take.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +61,9 @@ pub enum StartError {
     /// The committed offsets could not be loaded.
     #[error("opening committed offsets: {0}")]
     Offsets(#[from] OffsetsError),
+    /// The controller's metadata log could not be opened.
+    #[error("opening the controller: {0}")]
+    Controller(#[from] crate::cluster::ControllerError),
 }
 
 /// An admin operation's failure: a wire error code and a message for people.
@@ -66,21 +76,12 @@ pub struct AdminError {
 }
 
 impl AdminError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> AdminError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> AdminError {
         AdminError {
             code,
             message: message.into(),
         }
     }
-}
-
-/// The topics, guarded together with their store so that admin operations are serialised.
-#[derive(Debug)]
-struct Topics {
-    /// The durable registry.
-    store: Arc<TopicStore>,
-    /// Every topic by name.
-    records: BTreeMap<String, TopicRecord>,
 }
 
 /// The state shared by every connection of one broker.
@@ -98,8 +99,12 @@ pub struct Broker {
     /// (`max_request_memory_bytes`): one permit per byte, held from a frame's length prefix
     /// until its request is answered.
     pub request_memory: Arc<Semaphore>,
-    /// Topics; admin operations hold this lock for their whole duration.
-    topics: Mutex<Topics>,
+    /// The controller, when this process runs it (roles `combined` and `controller`).
+    pub controller: Option<Arc<Controller>>,
+    /// This broker's membership of the cluster (roles `combined` and `broker`).
+    pub node: Option<ClusterNode>,
+    /// The cluster's metadata as this broker last applied it.
+    image: watch::Sender<Arc<ClusterImage>>,
     /// The host clients are told to connect to.
     pub advertised_host: String,
     /// The port clients are told to connect to.
@@ -165,9 +170,15 @@ impl Broker {
         }
     }
 
-    /// Opens the data directory (locking it), the topic registry and every partition log.
-    /// Blocking. `bound` is the address actually listened on (for an ephemeral port).
-    pub fn open(config: BrokerConfig, bound: std::net::SocketAddr) -> Result<Broker, StartError> {
+    /// Opens the data directory (locking it) and the committed offsets. Blocking. `bound` is
+    /// the address actually listened on (for an ephemeral port). Partition logs are opened
+    /// when the cluster's metadata assigns them here (`cluster::start`).
+    pub fn open(
+        config: BrokerConfig,
+        bound: std::net::SocketAddr,
+        controller: Option<Arc<Controller>>,
+        node: Option<ClusterNode>,
+    ) -> Result<Broker, StartError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         let io = |source| StartError::Io {
@@ -176,23 +187,7 @@ impl Broker {
         };
         std::fs::create_dir_all(&data_dir).map_err(io)?;
         let lock = lock_data_dir(&data_dir)?;
-        let (store, records) = TopicStore::open(&data_dir)?;
         let manager = Arc::new(LogManager::new(&data_dir));
-        for topic in &records {
-            let log_config = topic.config.to_log_config()?;
-            for partition in 0..topic.partitions {
-                let topic_partition = TopicPartition {
-                    topic: Arc::from(topic.name.as_str()),
-                    partition,
-                };
-                manager
-                    .open_partition(topic_partition.clone(), log_config.clone())
-                    .map_err(|source| StartError::Log {
-                        partition: topic_partition.to_string(),
-                        source,
-                    })?;
-            }
-        }
         let offsets = OffsetStore::open(
             &data_dir.join(OffsetStore::DIR_NAME),
             config.offsets_compact_min_records,
@@ -200,31 +195,78 @@ impl Broker {
         let coordinator = Arc::new(GroupCoordinator::new(
             config.group_config(),
             Arc::new(offsets),
-            records
-                .iter()
-                .map(|topic| (topic.name.clone(), topic.partitions)),
+            std::iter::empty(),
         ));
-        tracing::info!(topics = records.len(), partitions = manager.all().len(), data_dir = %data_dir.display(), "opened data directory");
         let (advertised_host, advertised_port) = advertised(&config, bound);
         let request_memory = Arc::new(Semaphore::new(config.max_request_memory_bytes));
+        let image = match &controller {
+            Some(controller) if node.is_none() => controller.subscribe().borrow().clone(),
+            _ => Arc::new(ClusterImage::default()),
+        };
         Ok(Broker {
             config,
             manager,
             coordinator,
             metrics: Metrics::new(),
             request_memory,
-            topics: Mutex::new(Topics {
-                store: Arc::new(store),
-                records: records
-                    .into_iter()
-                    .map(|topic| (topic.name.clone(), topic))
-                    .collect(),
-            }),
+            controller,
+            node,
+            image: watch::Sender::new(image),
             advertised_host,
             advertised_port,
             shutdown: watch::Sender::new(false),
             _lock: lock,
         })
+    }
+
+    /// The cluster's metadata as this broker last applied it.
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.image.borrow().clone()
+    }
+
+    /// The image, and its changes from now on.
+    pub fn subscribe_image(&self) -> watch::Receiver<Arc<ClusterImage>> {
+        self.image.subscribe()
+    }
+
+    /// Publishes a newly applied image to request handlers.
+    pub fn publish_image(&self, image: ClusterImage) {
+        self.image.send_replace(Arc::new(image));
+    }
+
+    /// This process's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Sends an admin request to the controller (in process, or through this broker's link)
+    /// and returns its answer.
+    pub async fn forward(&self, request: Request) -> Result<Response, AdminError> {
+        if let Some(controller) = &self.controller {
+            return controller.handle(request).await.ok_or_else(|| {
+                AdminError::new(ErrorCode::INVALID_REQUEST, "not a controller request")
+            });
+        }
+        match &self.node {
+            Some(node) => node
+                .link()
+                .call(request, FORWARD_TIMEOUT)
+                .await
+                .map_err(|message| AdminError::new(ErrorCode::NOT_CONTROLLER, message)),
+            None => Err(AdminError::new(
+                ErrorCode::NOT_CONTROLLER,
+                "this node knows no controller",
+            )),
+        }
+    }
+
+    /// Waits (up to a few seconds) until this broker's image satisfies `done`: a broker that
+    /// forwarded a change answers once the change is in effect here.
+    pub async fn wait_for_image(&self, done: impl Fn(&ClusterImage) -> bool) -> bool {
+        let mut image = self.subscribe_image();
+        tokio::time::timeout(FORWARD_TIMEOUT, image.wait_for(|image| done(image)))
+            .await
+            .is_ok_and(|result| result.is_ok())
     }
 
     /// A receiver that turns true when the broker begins shutting down.
@@ -238,208 +280,6 @@ impl Broker {
         self.shutdown.send_replace(true);
         self.coordinator.shutdown();
     }
-
-    /// Every topic, or the ones named.
-    pub async fn topics(&self) -> Vec<TopicRecord> {
-        self.topics.lock().await.records.values().cloned().collect()
-    }
-
-    /// One topic.
-    pub async fn topic(&self, name: &str) -> Option<TopicRecord> {
-        self.topics.lock().await.records.get(name).cloned()
-    }
-
-    /// Creates a topic: validates it, stores it durably, creates its partitions.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: &[(String, String)],
-    ) -> Result<TopicRecord, AdminError> {
-        topics::validate_topic_name(name)
-            .map_err(|message| AdminError::new(ErrorCode::INVALID_TOPIC_EXCEPTION, message))?;
-        let mut config = self.config.topic_defaults.clone();
-        config
-            .set_all(configs)
-            .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
-        let partitions = if partitions == -1 {
-            config.partitions
-        } else {
-            partitions
-        };
-        check_partition_count(partitions)?;
-        if replication_factor != -1 && replication_factor != 1 {
-            return Err(AdminError::new(
-                ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "replication factor {replication_factor} is larger than the 1 available broker"
-                ),
-            ));
-        }
-        let log_config = config
-            .to_log_config()
-            .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
-        let mut topics = self.topics.lock().await;
-        if topics.records.contains_key(name) {
-            return Err(AdminError::new(
-                ErrorCode::TOPIC_ALREADY_EXISTS,
-                format!("topic '{name}' already exists"),
-            ));
-        }
-        let record = TopicRecord {
-            name: name.to_string(),
-            partitions,
-            replication_factor: 1,
-            config,
-        };
-        // Logs first, then the registry: a crash in between leaves directories without a
-        // topic, which the next create of that name clears.
-        self.create_partitions(name, 0..partitions, &log_config)
-            .await?;
-        store_blocking(&topics.store, &record).await?;
-        topics.records.insert(name.to_string(), record.clone());
-        self.coordinator.update_topic(name, partitions);
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(record)
-    }
-
-    /// Deletes a topic, every group's committed offsets for it, and its data.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
-        let mut topics = self.topics.lock().await;
-        let Some(record) = topics.records.get(name).cloned() else {
-            return Err(unknown_topic(name));
-        };
-        // Committed offsets first: if that fails the topic stays, whole, and the deletion can
-        // be retried; offsets left behind would otherwise apply to a later topic of the name.
-        match self.coordinator.delete_topic(name).await {
-            Ok(offsets) => tracing::info!(topic = name, offsets, "deleted committed offsets"),
-            Err(error) => {
-                self.coordinator.update_topic(name, record.partitions);
-                return Err(AdminError::new(
-                    ErrorCode::KAFKA_STORAGE_ERROR,
-                    format!("deleting the committed offsets of topic '{name}': {error}"),
-                ));
-            }
-        }
-        // Registry next: once the topic is gone from it, its directories are garbage.
-        if let Err(error) = remove_blocking(&topics.store, name).await {
-            self.coordinator.update_topic(name, record.partitions);
-            return Err(error);
-        }
-        topics.records.remove(name);
-        let manager = Arc::clone(&self.manager);
-        let topic: Arc<str> = Arc::from(name);
-        let result = tokio::task::spawn_blocking(move || {
-            for partition in 0..record.partitions {
-                manager.delete_partition(&TopicPartition {
-                    topic: Arc::clone(&topic),
-                    partition,
-                })?;
-            }
-            Ok::<_, crate::log::LogError>(())
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(topic = name, %error, "deleting topic data failed"),
-            Err(error) => tracing::warn!(topic = name, %error, "deleting topic data panicked"),
-        }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
-    }
-
-    /// Grows a topic to `count` partitions.
-    pub async fn add_partitions(&self, name: &str, count: i32) -> Result<(), AdminError> {
-        let mut topics = self.topics.lock().await;
-        let Some(mut record) = topics.records.get(name).cloned() else {
-            return Err(unknown_topic(name));
-        };
-        check_partition_count(count)?;
-        if count <= record.partitions {
-            return Err(AdminError::new(
-                ErrorCode::INVALID_PARTITIONS,
-                format!(
-                    "topic '{name}' has {} partitions; the new count must be larger",
-                    record.partitions
-                ),
-            ));
-        }
-        let log_config = record
-            .config
-            .to_log_config()
-            .map_err(|error| AdminError::new(ErrorCode::INVALID_CONFIG, error.to_string()))?;
-        self.create_partitions(name, record.partitions..count, &log_config)
-            .await?;
-        record.partitions = count;
-        store_blocking(&topics.store, &record).await?;
-        topics.records.insert(name.to_string(), record);
-        self.coordinator.update_topic(name, count);
-        tracing::info!(topic = name, partitions = count, "added partitions");
-        Ok(())
-    }
-
-    async fn create_partitions(
-        &self,
-        name: &str,
-        range: std::ops::Range<i32>,
-        log_config: &crate::log::LogConfig,
-    ) -> Result<(), AdminError> {
-        let manager = Arc::clone(&self.manager);
-        let topic: Arc<str> = Arc::from(name);
-        let log_config = log_config.clone();
-        tokio::task::spawn_blocking(move || {
-            for partition in range {
-                manager.create_partition(
-                    TopicPartition {
-                        topic: Arc::clone(&topic),
-                        partition,
-                    },
-                    log_config.clone(),
-                )?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|error| AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))?
-        .map_err(|error: crate::log::LogError| {
-            AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, error.to_string())
-        })
-    }
-}
-
-/// An `UNKNOWN_TOPIC_OR_PARTITION` error for `name`.
-pub(super) fn unknown_topic(name: &str) -> AdminError {
-    AdminError::new(
-        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-        format!("topic '{name}' does not exist"),
-    )
-}
-
-fn check_partition_count(partitions: i32) -> Result<(), AdminError> {
-    if !(1..=PARTITIONS_MAX).contains(&partitions) {
-        return Err(AdminError::new(
-            ErrorCode::INVALID_PARTITIONS,
-            format!("partition count {partitions} is outside 1..={PARTITIONS_MAX}"),
-        ));
-    }
-    Ok(())
-}
-
-async fn store_blocking(store: &Arc<TopicStore>, record: &TopicRecord) -> Result<(), AdminError> {
-    let (store, record) = (Arc::clone(store), record.clone());
-    tokio::task::spawn_blocking(move || store.save(&record))
-        .await
-        .map_err(|error| AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))?
-        .map_err(|error| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, error.to_string()))
-}
-
-async fn remove_blocking(store: &Arc<TopicStore>, name: &str) -> Result<(), AdminError> {
-    let (store, name) = (Arc::clone(store), name.to_string());
-    tokio::task::spawn_blocking(move || store.remove(&name))
-        .await
-        .map_err(|error| AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))?
-        .map_err(|error| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, error.to_string()))
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
@@ -465,7 +305,9 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
     }
 }
 
-fn advertised(config: &BrokerConfig, bound: std::net::SocketAddr) -> (String, i32) {
+/// The host and port clients are told to connect to: `advertised_listener`, or the bound
+/// address (loopback for an unspecified one).
+pub fn advertised(config: &BrokerConfig, bound: std::net::SocketAddr) -> (String, i32) {
     if let Some(listener) = &config.advertised_listener {
         if let Some((host, port)) = listener.rsplit_once(':') {
             if let Ok(port) = port.parse() {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod faults;
 mod groups;
 mod hostile;

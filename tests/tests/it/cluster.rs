@@ -20,7 +20,7 @@ type PartitionShape = (i32, i32, Vec<i32>);
 
 /// The session timeout the brokers run with: a killed broker is fenced this long after its
 /// last heartbeat.
-const SESSION_TIMEOUT_MS: u64 = 1000;
+const SESSION_TIMEOUT_MS: u64 = 2000;
 
 /// A controller and `n` brokers, each in its own temporary directory.
 struct TestCluster {
@@ -445,7 +445,7 @@ async fn group_coordination_moves_off_a_dead_broker() {
     admin.create_topic("jobs", 3, 1, &[]).await.unwrap();
     let bootstrap = cluster.brokers[survivor_index].bootstrap();
     cluster.node(coordinator).kill9();
-    let moved = eventually(Duration::from_secs(5), "a new coordinator", || async {
+    let moved = eventually(Duration::from_secs(10), "a new coordinator", || async {
         let seen = find(&cluster.brokers[survivor_index]).await;
         seen != coordinator
     })

@@ -595,7 +595,7 @@ async fn wait_for_leaders(
             .unwrap_or_else(|_| {
                 Err(ClientError::Timeout {
                     operation: "Metadata",
-                    timeout: deadline - started,
+                    timeout: deadline.saturating_duration_since(started),
                 })
             });
         for (topic_partition, target) in targets {

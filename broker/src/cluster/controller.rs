@@ -741,7 +741,7 @@ fn replay(log: &PartitionLog, image: &mut ClusterImage) -> Result<(), Controller
         }
         for found in BatchIter::new(&chunk) {
             let found = found.map_err(|error| corrupt(next, error))?;
-            apply_batch(&chunk.slice_ref(found.bytes), image)
+            apply_batch(&chunk.slice_ref(found.bytes), image, &mut apply_to_image)
                 .map_err(|(offset, reason)| ControllerError::Corrupt { offset, reason })?;
             next = Offset::from_wire(found.header.next_offset())
                 .ok_or_else(|| corrupt(next, "negative offset"))?;
@@ -750,8 +750,13 @@ fn replay(log: &PartitionLog, image: &mut ClusterImage) -> Result<(), Controller
     Ok(())
 }
 
-/// Applies one record batch of the metadata log to `image`; on failure, the offset and why.
-pub(crate) fn apply_batch(batch: &Bytes, image: &mut ClusterImage) -> Result<(), (i64, String)> {
+/// Applies each change of one record batch of the metadata log that `image` has not applied
+/// yet, through `apply` (which must apply it to `image`); on failure, the offset and why.
+pub(crate) fn apply_batch(
+    batch: &Bytes,
+    image: &mut ClusterImage,
+    apply: &mut impl FnMut(&mut ClusterImage, i64, MetadataRecord),
+) -> Result<(), (i64, String)> {
     let records = record::records(batch).map_err(|error| (image.offset, error.to_string()))?;
     for found in records {
         let view = found.map_err(|error| (image.offset, error.to_string()))?;
@@ -763,9 +768,14 @@ pub(crate) fn apply_batch(batch: &Bytes, image: &mut ClusterImage) -> Result<(),
             .ok_or_else(|| (view.offset, "a metadata record without a value".to_string()))?;
         let change =
             MetadataRecord::decode(&value).map_err(|error| (view.offset, error.to_string()))?;
-        image.apply(view.offset, change);
+        apply(image, view.offset, change);
     }
     Ok(())
+}
+
+/// Applies a change to the image alone.
+pub(crate) fn apply_to_image(image: &mut ClusterImage, offset: i64, change: MetadataRecord) {
+    image.apply(offset, change);
 }
 
 fn corrupt(offset: Offset, reason: impl ToString) -> ControllerError {

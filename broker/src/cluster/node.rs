@@ -32,7 +32,7 @@ use mq_protocol::response::Response;
 use mq_protocol::ErrorCode;
 use tokio::task::AbortHandle;
 
-use super::controller::apply_batch;
+use super::controller::{apply_batch, apply_to_image};
 use super::image::{ClusterImage, TopicImage};
 use super::link::ControllerLink;
 use super::mover;
@@ -216,7 +216,7 @@ pub async fn join(broker: &Arc<Broker>) -> Result<(), String> {
     let mut image = ClusterImage::default();
     loop {
         let (records, log_end) = node.fetch(image.offset, Duration::ZERO).await?;
-        apply_all(&records, &mut image)?;
+        apply_all(&records, &mut image, &mut apply_to_image)?;
         if image.offset >= log_end {
             break;
         }
@@ -249,10 +249,16 @@ pub async fn join(broker: &Arc<Broker>) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_all(records: &bytes::Bytes, image: &mut ClusterImage) -> Result<(), String> {
+/// Applies every change of fetched record batches that `image` has not applied yet,
+/// through `apply`.
+fn apply_all(
+    records: &bytes::Bytes,
+    image: &mut ClusterImage,
+    apply: &mut impl FnMut(&mut ClusterImage, i64, MetadataRecord),
+) -> Result<(), String> {
     for found in BatchIter::new(records) {
         let found = found.map_err(|error| format!("metadata from the controller: {error}"))?;
-        apply_batch(&records.slice_ref(found.bytes), image)
+        apply_batch(&records.slice_ref(found.bytes), image, apply)
             .map_err(|(offset, reason)| format!("metadata at offset {offset}: {reason}"))?;
     }
     Ok(())
@@ -334,21 +340,9 @@ async fn follow(broker: Arc<Broker>) {
 /// then publishes the copy. Blocking.
 fn apply_changes(broker: &Arc<Broker>, records: &bytes::Bytes) -> Result<(), String> {
     let mut image = (*broker.image()).clone();
-    for found in BatchIter::new(records) {
-        let found = found.map_err(|error| format!("metadata from the controller: {error}"))?;
-        let changes = mq_protocol::record::records(&records.slice_ref(found.bytes))
-            .map_err(|error| format!("metadata batch: {error}"))?;
-        for change in changes {
-            let view = change.map_err(|error| format!("metadata record: {error}"))?;
-            if view.offset < image.offset {
-                continue;
-            }
-            let value = view.value.unwrap_or_default();
-            let change = MetadataRecord::decode(&value)
-                .map_err(|error| format!("metadata at offset {}: {error}", view.offset))?;
-            apply_one(broker, &mut image, view.offset, change);
-        }
-    }
+    apply_all(records, &mut image, &mut |image, offset, change| {
+        apply_one(broker, image, offset, change)
+    })?;
     broker.publish_image(image);
     Ok(())
 }
@@ -381,13 +375,7 @@ fn partition_count(topic: &TopicImage) -> i32 {
 fn remove_topic(broker: &Arc<Broker>, name: &str) {
     for (topic_partition, open) in broker.manager.all() {
         if &*topic_partition.topic == name {
-            if let Some(node) = &broker.node {
-                node.stop_mover(&topic_partition);
-            }
-            step_down(&open);
-            if let Err(error) = broker.manager.delete_partition(&topic_partition) {
-                tracing::warn!(partition = %topic_partition, %error, "deleting partition data failed");
-            }
+            drop_local(broker, &topic_partition, Some(open));
         }
     }
     let coordinator = Arc::clone(&broker.coordinator);
@@ -413,14 +401,7 @@ pub(crate) fn reconcile(broker: &Arc<Broker>, image: &ClusterImage, topic: &str,
     let open = broker.manager.get(&topic_partition);
     let wanted = state.is_some_and(|state| state.replicas.contains(&me) || state.moving_to == me);
     let (Some(state), Some(topic_image), true) = (state, image.topics.get(topic), wanted) else {
-        node.stop_mover(&topic_partition);
-        if let Some(open) = open {
-            step_down(&open);
-            tracing::info!(partition = %topic_partition, "partition no longer assigned here: deleting its data");
-            if let Err(error) = broker.manager.delete_partition(&topic_partition) {
-                tracing::warn!(partition = %topic_partition, %error, "deleting partition data failed");
-            }
-        }
+        drop_local(broker, &topic_partition, open);
         return;
     };
     let open = match open {
@@ -458,6 +439,22 @@ pub(crate) fn reconcile(broker: &Arc<Broker>, image: &ClusterImage, topic: &str,
         open.leader_epoch.store(epoch, Ordering::Release);
     } else {
         step_down(&open);
+    }
+}
+
+/// Stops any copy into a partition no longer assigned here and, when it is open, stops
+/// leading it and deletes its data. Blocking.
+fn drop_local(broker: &Broker, topic_partition: &TopicPartition, open: Option<Arc<Partition>>) {
+    if let Some(node) = &broker.node {
+        node.stop_mover(topic_partition);
+    }
+    let Some(open) = open else {
+        return;
+    };
+    step_down(&open);
+    tracing::info!(partition = %topic_partition, "partition no longer assigned here: deleting its data");
+    if let Err(error) = broker.manager.delete_partition(topic_partition) {
+        tracing::warn!(partition = %topic_partition, %error, "deleting partition data failed");
     }
 }
 

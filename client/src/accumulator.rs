@@ -50,6 +50,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::client::TopicPartition;
+use crate::delivery::{Delivery, GroupOutcome, Sink};
 use crate::error::ClientError;
 use crate::producer::RecordMetadata;
 
@@ -72,15 +73,6 @@ pub(crate) struct AccumulatorConfig {
     pub(crate) max_in_flight_per_partition: usize,
 }
 
-/// Where one record's outcome goes.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    /// The record's timestamp, reported back in its metadata.
-    pub(crate) timestamp: i64,
-    /// Completed once the record is acknowledged or has failed.
-    pub(crate) sender: oneshot::Sender<Result<RecordMetadata, ClientError>>,
-}
-
 /// A sealed batch on its way to its partition's leader.
 #[derive(Debug)]
 pub(crate) struct Batch {
@@ -91,7 +83,9 @@ pub(crate) struct Batch {
     pub(crate) topic_partition: TopicPartition,
     /// The sealed batch, as sent (and re-sent on retry; renumbered on a new epoch).
     pub(crate) records: Bytes,
-    /// One delivery per record, in offset order.
+    /// How many records it holds.
+    record_count: usize,
+    /// Where its records' outcomes go, each covering consecutive records, in offset order.
     deliveries: Vec<Delivery>,
     /// Buffer bytes the records reserved.
     reserved_bytes: usize,
@@ -117,7 +111,7 @@ struct OpenBatch {
     builder: BatchBuilder,
     /// When the first record came; linger and delivery timeout count from here.
     created: Instant,
-    /// One delivery per record.
+    /// Where the records' outcomes go, each covering consecutive records.
     deliveries: Vec<Delivery>,
     /// Buffer bytes the records reserved.
     reserved_bytes: usize,
@@ -232,7 +226,7 @@ impl PartitionQueue {
             batch.records = with_producer_fields(&batch.records, producer_id, self.epoch, sequence);
             batch.producer_epoch = self.epoch;
             batch.sent = false;
-            sequence = advance_sequence(sequence, batch.deliveries.len());
+            sequence = advance_sequence(sequence, batch.record_count);
         }
         // The broker forgets the old epoch's batches when it sees the new one.
         self.window.clear();
@@ -313,13 +307,131 @@ impl Accumulator {
         sender: oneshot::Sender<Result<RecordMetadata, ClientError>>,
         now: Instant,
     ) -> Result<Appended, ClientError> {
+        let mut delivery = Some(Delivery::record(record.timestamp, sender));
+        // More single records may follow: room for some, without taking a whole batch's
+        // memory for a record that may stay alone.
+        let expected_bytes = reserved_bytes.max(1024) * 16;
+        self.append_record(
+            topic_partition,
+            record,
+            reserved_bytes,
+            expected_bytes,
+            now,
+            // A single record's delivery is its batch's as soon as it is in.
+            |open, added| {
+                if added {
+                    open.deliveries.extend(delivery.take());
+                }
+            },
+        )
+    }
+
+    /// Appends `records` in order to the open batches of their partition, as
+    /// [`Accumulator::append`] does one record, with one outcome for them all: `group`.
+    /// The records are split where a batch fills up; each batch gets one delivery for its
+    /// share of them.
+    ///
+    /// `reserved_bytes[i]` were taken from the buffer for `records[i]`. When a record cannot
+    /// be appended (it breaks a limit of the batch format), the group fails with that error,
+    /// the bytes of the records not appended are given back, and those before it are still
+    /// sent (the caller is told of the failure, as for any record that failed).
+    pub(crate) fn append_group(
+        &mut self,
+        topic_partition: &TopicPartition,
+        records: &[Record],
+        reserved_bytes: &[usize],
+        group: &Arc<GroupOutcome>,
+        now: Instant,
+    ) -> Appended {
         let mut appended = Appended::default();
-        let queue = self.partitions.entry(topic_partition.clone()).or_default();
+        let mut parts = 0;
+        let mut part_records = 0;
+        // Closes the group's part in `open` before it is sealed, or once the group is in.
+        let mut close_part = |open: &mut OpenBatch, part_records: &mut usize| {
+            if *part_records > 0 {
+                open.deliveries.push(Delivery {
+                    records: *part_records,
+                    sink: Sink::Group {
+                        part: parts,
+                        group: Arc::clone(group),
+                    },
+                });
+                parts += 1;
+                *part_records = 0;
+            }
+        };
+        let mut remaining_bytes: usize = reserved_bytes.iter().sum();
+        for (index, (record, reserved)) in records.iter().zip(reserved_bytes).enumerate() {
+            let outcome = self.append_record(
+                topic_partition,
+                record,
+                *reserved,
+                remaining_bytes,
+                now,
+                |open, added| {
+                    if added {
+                        part_records += 1;
+                    } else {
+                        close_part(open, &mut part_records);
+                    }
+                },
+            );
+            remaining_bytes -= reserved;
+            match outcome {
+                Ok(step) => {
+                    appended.opened |= step.opened;
+                    appended.sealed |= step.sealed;
+                }
+                Err(error) => {
+                    let unappended: usize = reserved_bytes[index + 1..].iter().sum();
+                    self.buffer.add_permits(unappended);
+                    group.fail(&error);
+                    break;
+                }
+            }
+        }
+        if let Some(open) = self
+            .partitions
+            .get_mut(topic_partition)
+            .and_then(|queue| queue.open.as_mut())
+        {
+            close_part(open, &mut part_records);
+        }
+        group.appended(parts);
+        appended
+    }
+
+    /// The step shared by [`Accumulator::append`] and [`Accumulator::append_group`]: appends
+    /// one record, sealing the open batch before or after as the size target says. `settle`
+    /// is told of the open batch once the record is in it (`true`), and before that batch is
+    /// sealed (`false`), so that deliveries are in place when a batch leaves.
+    /// `expected_bytes` is what the caller knows is coming, this record's included: a new
+    /// batch's buffer is sized for it.
+    fn append_record(
+        &mut self,
+        topic_partition: &TopicPartition,
+        record: &Record,
+        reserved_bytes: usize,
+        expected_bytes: usize,
+        now: Instant,
+        mut settle: impl FnMut(&mut OpenBatch, bool),
+    ) -> Result<Appended, ClientError> {
+        let mut appended = Appended::default();
+        if !self.partitions.contains_key(topic_partition) {
+            self.partitions
+                .insert(topic_partition.clone(), PartitionQueue::default());
+        }
+        let Some(queue) = self.partitions.get_mut(topic_partition) else {
+            unreachable!("inserted above");
+        };
         let would_overflow = queue.open.as_ref().is_some_and(|open| {
             !open.builder.is_empty()
                 && open.builder.estimated_bytes_with(record) > self.config.batch_bytes_max
         });
         if would_overflow {
+            if let Some(open) = &mut queue.open {
+                settle(open, false);
+            }
             seal_open(
                 queue,
                 topic_partition,
@@ -336,10 +448,10 @@ impl Accumulator {
                 self.next_batch_id += 1;
                 self.incomplete.insert(id);
                 appended.opened = true;
-                let capacity = self
-                    .config
-                    .batch_bytes_max
-                    .min(reserved_bytes.max(1024) * 16);
+                // A batch reaches the size target plus at most one record; below that, room
+                // for what is known to come, so that the buffer is not regrown (and its
+                // records copied again) on the way.
+                let capacity = (self.config.batch_bytes_max + reserved_bytes).min(expected_bytes);
                 queue.open.insert(OpenBatch {
                     id,
                     builder: BatchBuilder::with_capacity(self.config.compression, capacity),
@@ -358,12 +470,10 @@ impl Accumulator {
             }
             return Err(ClientError::InvalidRecord { error });
         }
-        open.deliveries.push(Delivery {
-            timestamp: record.timestamp,
-            sender,
-        });
+        settle(open, true);
         open.reserved_bytes += reserved_bytes;
         if open.builder.estimated_bytes() >= self.config.batch_bytes_max {
+            settle(open, false);
             seal_open(
                 queue,
                 topic_partition,
@@ -511,18 +621,13 @@ impl Accumulator {
             }
             queue.settled(producer_id);
         }
-        let topic_partition = &batch.topic_partition;
-        for (index, delivery) in batch.deliveries.into_iter().enumerate() {
-            let offset = match base_offset {
-                Some(base) => base + i64::try_from(index).unwrap_or(i64::MAX),
-                None => -1,
-            };
-            let _ = delivery.sender.send(Ok(RecordMetadata {
-                topic: topic_partition.topic.clone(),
-                partition: topic_partition.partition,
-                offset,
-                timestamp: delivery.timestamp,
-            }));
+        let TopicPartition { topic, partition } = &batch.topic_partition;
+        let mut first_offset = base_offset;
+        for delivery in batch.deliveries {
+            let records = i64::try_from(delivery.records).unwrap_or(i64::MAX);
+            let next = first_offset.map(|offset| offset.saturating_add(records));
+            delivery.complete(topic, *partition, first_offset);
+            first_offset = next;
         }
         self.finish(batch.id, batch.reserved_bytes);
     }
@@ -644,10 +749,11 @@ fn seal_open(
         ),
         None => (open.builder, -1),
     };
+    let record_count = builder.record_count();
     match builder.seal(0) {
         Ok(records) => {
             if config.producer_id.is_some() {
-                queue.next_sequence = advance_sequence(queue.next_sequence, open.deliveries.len());
+                queue.next_sequence = advance_sequence(queue.next_sequence, record_count);
             }
             assert!(
                 queue.sealed.back().is_none_or(|last| last.id < open.id),
@@ -657,6 +763,7 @@ fn seal_open(
                 id: open.id,
                 topic_partition: topic_partition.clone(),
                 records,
+                record_count,
                 deliveries: open.deliveries,
                 reserved_bytes: open.reserved_bytes,
                 deadline: open.created + config.delivery_timeout,
@@ -716,7 +823,7 @@ fn next_epoch(epoch: i16) -> i16 {
 
 fn fail_deliveries(deliveries: Vec<Delivery>, error: &ClientError) {
     for delivery in deliveries {
-        let _ = delivery.sender.send(Err(error.clone()));
+        delivery.fail(error);
     }
 }
 
@@ -1000,6 +1107,97 @@ mod tests {
         assert!(matches!(result, Err(ClientError::InvalidRecord { .. })));
         assert_eq!(setup.buffer.available_permits(), 10);
         assert!(setup.accumulator.is_empty());
+    }
+
+    fn one_letter_records(values: &[&str]) -> Vec<Record> {
+        values
+            .iter()
+            .map(|value| Record::new(1000, None, Some(Bytes::copy_from_slice(value.as_bytes()))))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_is_split_where_batches_fill_and_keeps_its_order() {
+        let mut setup = setup_with(TWO_PER_BATCH, |config| {
+            config.max_in_flight_per_partition = 5;
+        });
+        // A single record first: the group starts in a batch that is already open.
+        let (_, single) = setup.append(0, "s", 0);
+        let (group, delivery) = GroupOutcome::new("t".to_string(), 0);
+        let records = one_letter_records(&["a", "b", "c", "d"]);
+        let appended =
+            setup
+                .accumulator
+                .append_group(&tp(0), &records, &[10; 4], &group, setup.at(0));
+        assert!(appended.sealed);
+        setup.accumulator.flush();
+        // The first batch goes alone (the epoch is not confirmed yet), then two at once.
+        let first = setup.drain_one(0).unwrap();
+        assert_eq!(values(&first), ["s", "a"]);
+        assert_eq!(numbers(&first), (0, 0, 2));
+        setup.accumulator.complete(first, Some(10));
+        let (second, third) = (setup.drain_one(0).unwrap(), setup.drain_one(0).unwrap());
+        assert_eq!(values(&second), ["b", "c"]);
+        assert_eq!(values(&third), ["d"]);
+        assert_eq!(
+            (numbers(&second), numbers(&third)),
+            ((0, 2, 2), (0, 4, 1)),
+            "sequences count records"
+        );
+        // Answers in any order; the group answers once its last part settles.
+        setup.accumulator.complete(third, Some(30));
+        setup.accumulator.complete(second, Some(20));
+        assert_eq!(single.blocking_recv().unwrap().unwrap().offset, 10);
+        let written = delivery.receiver.blocking_recv().unwrap().unwrap();
+        assert_eq!(written.offsets().collect::<Vec<_>>(), [11, 20, 21, 30]);
+        assert!(setup.accumulator.is_empty());
+        assert_eq!(
+            setup.buffer.available_permits(),
+            50,
+            "every reserved byte back"
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_fails_the_group_and_the_rest_of_it_still_settles() {
+        let mut setup = setup(TWO_PER_BATCH);
+        let (group, delivery) = GroupOutcome::new("t".to_string(), 0);
+        let records = one_letter_records(&["a", "b", "c"]);
+        setup
+            .accumulator
+            .append_group(&tp(0), &records, &[10; 3], &group, setup.at(0));
+        setup.accumulator.flush();
+        let first = setup.drain_one(0).unwrap();
+        setup.accumulator.fail(first, &disconnected());
+        let outcome = delivery.receiver.blocking_recv().unwrap();
+        assert_eq!(outcome.unwrap_err().to_string(), "connection to h:1 closed");
+        let second = setup.drain_one(0).unwrap();
+        setup.accumulator.complete(second, Some(5));
+        assert!(setup.accumulator.is_empty());
+        assert_eq!(setup.buffer.available_permits(), 30);
+    }
+
+    #[test]
+    fn an_invalid_record_in_a_group_fails_it_and_gives_the_rest_back() {
+        let mut setup = setup(1 << 20);
+        let (group, delivery) = GroupOutcome::new("t".to_string(), 0);
+        let mut records = one_letter_records(&["a", "b", "c"]);
+        records[1].headers =
+            vec![mq_protocol::Header::new("h", None); mq_protocol::limits::RECORD_HEADERS_MAX + 1];
+        setup
+            .accumulator
+            .append_group(&tp(0), &records, &[10; 3], &group, setup.at(0));
+        assert!(matches!(
+            delivery.receiver.blocking_recv().unwrap(),
+            Err(ClientError::InvalidRecord { .. })
+        ));
+        // The record before it is still sent; the bytes of the two others are back.
+        assert_eq!(setup.buffer.available_permits(), 20);
+        setup.accumulator.flush();
+        let batch = setup.drain_one(0).unwrap();
+        assert_eq!(values(&batch), ["a"]);
+        setup.accumulator.complete(batch, Some(0));
+        assert_eq!(setup.buffer.available_permits(), 30);
     }
 
     /// Two one-letter records per batch: a header, then 8 bytes per record, with slack below
@@ -1426,6 +1624,12 @@ mod tests {
             partition: i32,
             size: usize,
         },
+        /// Records to a partition with one outcome (`Producer::send_batch`).
+        AppendGroup {
+            partition: i32,
+            count: usize,
+            size: usize,
+        },
         /// Time passes; expired batches fail, ready ones are sent.
         Advance(u64),
         /// The oldest request on the wire reaches the broker, which answers it by its rules.
@@ -1456,6 +1660,8 @@ mod tests {
         use proptest::prelude::*;
         prop_oneof![
             6 => (0..3i32, 0..40usize).prop_map(|(partition, size)| Op::Append { partition, size }),
+            2 => (0..3i32, 1..8usize, 0..40usize)
+                .prop_map(|(partition, count, size)| Op::AppendGroup { partition, count, size }),
             3 => (0..20u64).prop_map(Op::Advance),
             3 => Just(Op::Arrive),
             1 => any::<bool>().prop_map(|retriable| Op::Refuse { retriable }),
@@ -1473,6 +1679,16 @@ mod tests {
             1 => Just(Op::Restart),
             3 => any::<usize>().prop_map(Op::HearLost),
         ]
+    }
+
+    /// How a record of the property test learns its outcome.
+    enum Outcome {
+        /// Sent alone.
+        Record(Receiver),
+        /// The first of a group: the group's outcome.
+        Group(oneshot::Receiver<Result<crate::delivery::BatchMetadata, ClientError>>),
+        /// A later record of a group: told through the group's first.
+        InGroup,
     }
 
     /// The producer's surroundings in the property test: one connection to a broker.
@@ -1496,7 +1712,7 @@ mod tests {
         /// The broker's partitions.
         broker: BTreeMap<i32, BrokerPartition>,
         /// Every record appended: its partition, value and delivery.
-        records: Vec<(i32, String, Receiver)>,
+        records: Vec<(i32, String, Outcome)>,
         /// Per partition and epoch, the base sequence and record count each batch id was
         /// sent with.
         numbering: BTreeMap<(i32, i16), BTreeMap<u64, (i32, i32)>>,
@@ -1588,7 +1804,41 @@ mod tests {
                 Op::Append { partition, size } => {
                     let value = format!("{}:{}", self.records.len(), "x".repeat(size));
                     let (_, receiver) = self.setup.append(partition, &value, self.millis);
-                    self.records.push((partition, value, receiver));
+                    self.records
+                        .push((partition, value, Outcome::Record(receiver)));
+                }
+                Op::AppendGroup {
+                    partition,
+                    count,
+                    size,
+                } => {
+                    let first = self.records.len();
+                    let values: Vec<String> = (first..first + count)
+                        .map(|index| format!("{index}:{}", "x".repeat(size)))
+                        .collect();
+                    let records = values
+                        .iter()
+                        .map(|value| {
+                            Record::new(1000, None, Some(Bytes::copy_from_slice(value.as_bytes())))
+                        })
+                        .collect::<Vec<_>>();
+                    let (group, delivery) = GroupOutcome::new("t".to_string(), partition);
+                    let now = self.setup.at(self.millis);
+                    self.setup.accumulator.append_group(
+                        &tp(partition),
+                        &records,
+                        &vec![10; count],
+                        &group,
+                        now,
+                    );
+                    let mut delivery = Some(delivery.receiver);
+                    for value in values {
+                        let outcome = match delivery.take() {
+                            Some(receiver) => Outcome::Group(receiver),
+                            None => Outcome::InGroup,
+                        };
+                        self.records.push((partition, value, outcome));
+                    }
                 }
                 Op::Advance(step) => {
                     self.millis += step;
@@ -1726,18 +1976,45 @@ mod tests {
         }
         harness.settle_everything();
         let count = harness.records.len();
-        for (index, (partition, value, mut receiver)) in
-            std::mem::take(&mut harness.records).into_iter().enumerate()
-        {
-            match receiver.try_recv() {
-                Ok(Ok(metadata)) => {
-                    proptest::prop_assert_eq!(metadata.partition, partition);
-                    let log = &harness.broker[&partition].log;
-                    let offset = usize::try_from(metadata.offset).unwrap();
-                    proptest::prop_assert_eq!(&log[offset], &value, "acknowledged where stored");
-                }
-                Ok(Err(error)) => proptest::prop_assert!(index < late, "{value} failed: {error}"),
-                Err(error) => proptest::prop_assert!(false, "{value} never settled: {error}"),
+        let mut records = std::mem::take(&mut harness.records);
+        let values: Vec<String> = records.iter().map(|(_, value, _)| value.clone()).collect();
+        for (index, (partition, value, outcome)) in records.iter_mut().enumerate() {
+            let log = &harness.broker[partition].log;
+            let stored_at = |offset: i64| &log[usize::try_from(offset).unwrap()];
+            match outcome {
+                Outcome::Record(receiver) => match receiver.try_recv() {
+                    Ok(Ok(metadata)) => {
+                        proptest::prop_assert_eq!(metadata.partition, *partition);
+                        proptest::prop_assert_eq!(
+                            stored_at(metadata.offset),
+                            value,
+                            "acknowledged where stored"
+                        );
+                    }
+                    Ok(Err(error)) => {
+                        proptest::prop_assert!(index < late, "{value} failed: {error}")
+                    }
+                    Err(error) => proptest::prop_assert!(false, "{value} never settled: {error}"),
+                },
+                Outcome::Group(receiver) => match receiver.try_recv() {
+                    Ok(Ok(metadata)) => {
+                        proptest::prop_assert_eq!(metadata.partition, *partition);
+                        for (position, offset) in metadata.offsets().enumerate() {
+                            proptest::prop_assert_eq!(
+                                stored_at(offset),
+                                &values[index + position],
+                                "a group's record acknowledged where stored"
+                            );
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        proptest::prop_assert!(index < late, "group at {value} failed: {error}")
+                    }
+                    Err(error) => {
+                        proptest::prop_assert!(false, "group at {value} never settled: {error}")
+                    }
+                },
+                Outcome::InGroup => {}
             }
         }
         proptest::prop_assert_eq!(harness.setup.buffer.available_permits(), count * 10);

@@ -115,6 +115,15 @@ pub enum ClientError {
         /// The limit it breaks.
         limit: usize,
     },
+    /// Records sent together with `Producer::send_batch` are larger than the producer's
+    /// buffer.
+    #[error("records of about {bytes} bytes sent together exceed the producer's buffer of {limit} bytes")]
+    GroupTooLarge {
+        /// The records' estimated encoded size.
+        bytes: usize,
+        /// The buffer's size.
+        limit: usize,
+    },
     /// A request is larger than a frame may be.
     #[error("request of {bytes} bytes exceeds the frame limit of {limit} bytes")]
     RequestTooLarge {

@@ -108,6 +108,7 @@ pub mod admin;
 pub mod client;
 pub mod connection;
 pub mod consumer;
+pub mod delivery;
 pub mod error;
 mod group;
 pub mod partitioner;
@@ -124,10 +125,9 @@ pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{
     CommitHandle, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener, SeekTo,
 };
+pub use delivery::{BatchDeliveryFuture, BatchMetadata, DeliveryFuture, RecordMetadata};
 pub use error::ClientError;
-pub use producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-};
+pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 
 /// Byte buffers, as keys, values and header values are given and returned.
 pub use bytes::Bytes;

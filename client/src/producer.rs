@@ -36,10 +36,10 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::BuildHasher;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -53,6 +53,8 @@ use tokio::time::Instant;
 
 use crate::accumulator::{Accumulator, AccumulatorConfig, Batch};
 use crate::client::{Client, Leader, Route, TopicPartition};
+use crate::delivery::GroupOutcome;
+pub use crate::delivery::{BatchDeliveryFuture, BatchMetadata, DeliveryFuture, RecordMetadata};
 use crate::error::ClientError;
 use crate::partitioner::{partition_for_key, StickyPartitions};
 
@@ -266,44 +268,6 @@ impl ProducerRecord {
     }
 }
 
-/// Where an acknowledged record was written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordMetadata {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The record's offset; -1 with `acks=0`, where the broker does not say.
-    pub offset: i64,
-    /// The record's timestamp, as sent.
-    pub timestamp: i64,
-}
-
-/// The outcome of one [`Producer::send`]: resolves once the record is acknowledged (or
-/// written to the socket, with `acks=0`), or has failed for good.
-///
-/// Dropping it does not cancel the record.
-#[derive(Debug)]
-#[must_use = "a delivery tells whether the record was written; await it or drop it knowingly"]
-pub struct DeliveryFuture {
-    /// Completed by the sender task.
-    receiver: oneshot::Receiver<Result<RecordMetadata, ClientError>>,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver).poll(context).map(|result| {
-            result.unwrap_or_else(|_| {
-                Err(ClientError::Closed {
-                    what: "producer".to_string(),
-                })
-            })
-        })
-    }
-}
-
 /// Sends records to topics. Cheap to clone: clones share the buffer and the sender task.
 ///
 /// Dropping the last clone without [`Producer::close`] still delivers what was sent, in the
@@ -438,7 +402,9 @@ impl Producer {
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         let shared = &self.handle.shared;
         shared.check_open()?;
-        let partition_count = shared.partition_count(&record).await?;
+        let partition_count = shared
+            .partition_count(&record.topic, record.partition)
+            .await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let topic = record.topic;
         let chosen = record.partition;
@@ -488,6 +454,95 @@ impl Producer {
             shared.wake.notify_one();
         }
         Ok(DeliveryFuture { receiver })
+    }
+
+    /// Queues `records` for `partition` of `topic`, in the order given, with one outcome
+    /// for them all, and returns it.
+    ///
+    /// This is [`Producer::send`] for callers that already hold many records of one
+    /// partition (a load generator, a bridge from another log): batching, retries, order and
+    /// idempotence are the same, but the cost per record is only its encoding, with no
+    /// future, buffer reservation or lock per record. The records are split into batches
+    /// where a batch fills up (`batch_bytes_max`); records of other calls to the same
+    /// partition never land between them within a batch. Timestamps are as given.
+    ///
+    /// Waits while the buffer is full. Fails at once, without queueing, when the topic or
+    /// partition does not exist, when the records together are larger than the buffer
+    /// (`buffer_bytes_max`), when one of them breaks a limit of the batch format, or when
+    /// the producer is closed. An empty `records` is delivered at once.
+    ///
+    /// ```no_run
+    /// use mq_client::protocol::Record;
+    /// use mq_client::{Client, ClientConfig, Producer, ProducerConfig};
+    ///
+    /// # async fn example() -> Result<(), mq_client::ClientError> {
+    /// let client = Client::connect("127.0.0.1:9700", ClientConfig::default()).await?;
+    /// let producer = Producer::new(client, ProducerConfig::default())?;
+    /// let now = 1_700_000_000_000;
+    /// let records = (0..1000)
+    ///     .map(|n| Record::new(now, None, Some(format!("reading {n}").into())))
+    ///     .collect();
+    /// let written = producer.send_batch("sensors", 0, records).await?.await?;
+    /// println!("{} records from offset {}", written.record_count(), written.first_offset());
+    /// producer.close().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> Result<BatchDeliveryFuture, ClientError> {
+        let shared = &self.handle.shared;
+        shared.check_open()?;
+        shared.partition_count(topic, Some(partition)).await?;
+        let mut reserved = Vec::with_capacity(records.len());
+        for record in &records {
+            mq_protocol::record::check_limits(record)
+                .map_err(|error| ClientError::InvalidRecord { error })?;
+            reserved.push(record_bytes(record));
+        }
+        let total: usize = reserved.iter().sum();
+        let limit = shared.config.buffer_bytes_max;
+        if total > limit {
+            return Err(ClientError::GroupTooLarge {
+                bytes: total,
+                limit,
+            });
+        }
+        let topic_partition = TopicPartition::new(topic, partition);
+        let (group, delivery) = GroupOutcome::new(topic_partition.topic.clone(), partition);
+        if records.is_empty() {
+            group.appended(0);
+            return Ok(delivery);
+        }
+        // Within the buffer's size, itself below `u32::MAX` (checked by `validate`).
+        let permits = u32::try_from(total).unwrap_or(u32::MAX);
+        match shared.buffer.acquire_many(permits).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(closed()),
+        }
+        let appended = {
+            let mut state = shared.lock();
+            if state.closing {
+                shared.buffer.add_permits(total);
+                return Err(closed());
+            }
+            let now = Instant::now();
+            let appended =
+                state
+                    .accumulator
+                    .append_group(&topic_partition, &records, &reserved, &group, now);
+            if appended.sealed {
+                state.sticky.batch_sealed(topic, partition);
+            }
+            appended
+        };
+        if appended.opened || appended.sealed {
+            shared.wake.notify_one();
+        }
+        Ok(delivery)
     }
 
     /// Sends every record queued so far without waiting for linger, and waits until each
@@ -545,23 +600,27 @@ impl Shared {
 
     /// The topic's partition count, checking an explicit partition against it (with fresh
     /// metadata, in case partitions were just added).
-    async fn partition_count(&self, record: &ProducerRecord) -> Result<i32, ClientError> {
-        let mut description = self.client.topic(&record.topic).await?;
-        if let Some(partition) = record.partition {
+    async fn partition_count(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+    ) -> Result<i32, ClientError> {
+        let mut description = self.client.topic(topic).await?;
+        if let Some(partition) = partition {
             if description.partition(partition).is_none() {
-                self.client.refresh_topic(&record.topic).await?;
-                description = self.client.topic(&record.topic).await?;
+                self.client.refresh_topic(topic).await?;
+                description = self.client.topic(topic).await?;
             }
             if description.partition(partition).is_none() {
                 return Err(ClientError::UnknownPartition {
-                    topic: record.topic.clone(),
+                    topic: topic.to_string(),
                     partition,
                 });
             }
         }
         match description.partition_count() {
             0 => Err(ClientError::UnknownTopic {
-                topic: record.topic.clone(),
+                topic: topic.to_string(),
             }),
             count => Ok(count),
         }

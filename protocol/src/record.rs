@@ -384,6 +384,13 @@ fn length_field(records_bytes: usize) -> i64 {
     i64::try_from(records_bytes.saturating_add(HEADER_BYTES - LOG_OVERHEAD)).unwrap_or(i64::MAX)
 }
 
+/// Checks `record` against the limits that [`BatchBuilder::append`] enforces on each
+/// record (field sizes, header count), so that a caller can refuse a whole group of records
+/// before appending any of them.
+pub fn check_limits(record: &Record) -> Result<(), BatchError> {
+    check_record_limits(record, 0)
+}
+
 fn check_record_limits(record: &Record, index: usize) -> Result<(), BatchError> {
     let too_long = |field: &Option<Bytes>| {
         field

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use mq_client::protocol::Record;
 use mq_client::{
     Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Producer,
     ProducerConfig, ProducerRecord, SeekTo,
@@ -220,5 +221,87 @@ async fn nothing_acknowledged_is_lost_when_the_broker_is_killed_mid_stream() {
             stored.contains(&sequence.to_string()),
             "acknowledged record {sequence} lost"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sent_as_groups_land_in_order_at_the_offsets_reported() {
+    let broker = BrokerProcess::start();
+    let client = connect(&broker).await;
+    Admin::new(client.clone())
+        .create_topic("groups", 2, 1, &[])
+        .await
+        .unwrap();
+    // Small batches, so that groups are split over several of them and share batches with
+    // single records sent in between.
+    let config = ProducerConfig {
+        batch_bytes_max: 4096,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let mut groups = Vec::new();
+    let mut singles = Vec::new();
+    let mut sent = 0;
+    for round in 0..20 {
+        let records: Vec<Record> = (0..150)
+            .map(|index| Record::new(1_000, None, Some(format!("g{round}:{index}").into())))
+            .collect();
+        sent += records.len();
+        let values: Vec<String> = (0..150).map(|index| format!("g{round}:{index}")).collect();
+        let delivery = producer.send_batch("groups", 1, records).await.unwrap();
+        groups.push((values, delivery));
+        let single = ProducerRecord::new("groups", format!("s{round}")).with_partition(1);
+        singles.push((format!("s{round}"), producer.send(single).await.unwrap()));
+        sent += 1;
+    }
+    let empty = producer.send_batch("groups", 0, Vec::new()).await.unwrap();
+    assert_eq!(empty.await.unwrap().record_count(), 0);
+    let unknown = producer.send_batch("groups", 7, Vec::new()).await;
+    assert!(
+        unknown.is_err(),
+        "a partition that does not exist is refused at once"
+    );
+
+    let mut expected = BTreeMap::new();
+    for (values, delivery) in groups {
+        let written = delivery.await.unwrap();
+        assert_eq!(written.partition, 1);
+        assert_eq!(written.record_count(), values.len());
+        for (value, offset) in values.into_iter().zip(written.offsets()) {
+            assert!(
+                expected.insert(offset, value).is_none(),
+                "offset {offset} twice"
+            );
+        }
+    }
+    for (value, delivery) in singles {
+        let written = delivery.await.unwrap();
+        assert!(expected.insert(written.offset, value).is_none());
+    }
+    producer.close().await;
+    let records = consume_all(client, "groups", sent, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), sent, "every record exactly once");
+    let stored: BTreeMap<i64, String> = records
+        .iter()
+        .map(|record| (record.offset, value(record)))
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "each record at the offset its delivery reported"
+    );
+    // Within the partition, each group's records and the singles keep their send order.
+    let order: Vec<&String> = stored.values().collect();
+    let position = |value: &str| order.iter().position(|stored| *stored == value).unwrap();
+    for round in 0..20 {
+        let (first, last) = (
+            position(&format!("g{round}:0")),
+            position(&format!("g{round}:149")),
+        );
+        assert_eq!(
+            last - first,
+            149,
+            "group {round} is contiguous: nothing else was sent then"
+        );
+        assert!(last < position(&format!("s{round}")));
     }
 }

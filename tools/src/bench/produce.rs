@@ -13,19 +13,27 @@
 //! client's sticky partitioning would do), so that each partition's deliveries can be awaited
 //! in send order: the client completes a partition's records in that order, so awaiting
 //! them in order measures each at its own acknowledgement.
+//!
+//! A closed loop (no `--rate`) hands each run to the client at once with
+//! [`Producer::send_batch`], as a load generator holding many records would: one delivery per
+//! run instead of one per record, and each record's latency still counted from its own
+//! ticket. An open loop sends each record at its own time with [`Producer::send`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use mq_client::{Bytes, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use mq_client::protocol::Record;
+use mq_client::{
+    BatchDeliveryFuture, Bytes, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::clock::{self, Clock};
 use super::recorder::{Failures, Recorder, Sample};
-use super::schedule::Sequencer;
+use super::schedule::{Sequencer, Ticket};
 use crate::BootstrapArgs;
 
 /// What the producers send.
@@ -48,15 +56,23 @@ pub(crate) struct ProduceJob {
     pub(crate) stamp: bool,
 }
 
-/// A sent record awaiting its acknowledgement.
+/// Sent records awaiting their acknowledgement.
 #[derive(Debug)]
-struct Pending {
-    /// Its outcome.
-    delivery: DeliveryFuture,
-    /// Its ticket's send time, on the run's clock.
-    send_ns: u64,
-    /// Whether it counts.
-    measured: bool,
+enum Pending {
+    /// One record (open loop).
+    Record {
+        /// Its outcome.
+        delivery: DeliveryFuture,
+        /// Its ticket.
+        ticket: Ticket,
+    },
+    /// A run of records sent together (closed loop).
+    Run {
+        /// Their outcome.
+        delivery: BatchDeliveryFuture,
+        /// Their tickets, in record order.
+        tickets: Vec<Ticket>,
+    },
 }
 
 /// Ends the load when the producing future is dropped (Ctrl-C, an error elsewhere), so that
@@ -183,42 +199,90 @@ struct SendLoop {
 
 impl SendLoop {
     fn run(self) -> anyhow::Result<()> {
+        let outcome = if self.sequencer.schedule().is_open_loop() {
+            self.run_open_loop()
+        } else {
+            self.run_closed_loop()
+        };
+        if outcome.is_err() {
+            self.sequencer.stop();
+        }
+        outcome.with_context(|| format!("sending to topic '{}'", self.job.topic))
+    }
+
+    /// Each record at its ticket's time, alone.
+    fn run_open_loop(&self) -> anyhow::Result<()> {
         let job = &*self.job;
         let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
-        let open_loop = self.sequencer.schedule().is_open_loop();
         let mut sent = 0u64;
         while let Some(ticket) = self.sequencer.next(self.clock.now_ns()) {
-            if open_loop {
-                sleep_until(self.clock.instant_at(ticket.send_ns));
-            }
+            sleep_until(self.clock.instant_at(ticket.send_ns));
             let partition = partition_for(self.index, sent, job.partitions, run_length);
-            let value = if job.stamp {
-                clock::stamp(&job.payload, ticket.send_ns)
-            } else {
-                job.payload.clone()
-            };
-            let record = ProducerRecord::new(job.topic.clone(), value).with_partition(partition);
-            let delivery = match self.runtime.block_on(self.producer.send(record)) {
-                Ok(delivery) => delivery,
-                Err(error) => {
-                    self.sequencer.stop();
-                    return Err(error).with_context(|| format!("sending to topic '{}'", job.topic));
-                }
-            };
-            let pending = Pending {
-                delivery,
-                send_ns: ticket.send_ns,
-                measured: ticket.measured,
-            };
-            // `partition_for` returns a partition below `partitions`, the length of `acks`.
-            if self.acks[partition as usize].send(pending).is_err() {
-                // The acknowledgement task is gone: the run is being torn down.
+            let record = ProducerRecord::new(job.topic.clone(), self.value(&ticket))
+                .with_partition(partition);
+            let delivery = self.runtime.block_on(self.producer.send(record))?;
+            if !self.queue(partition, Pending::Record { delivery, ticket }) {
                 break;
             }
             sent += 1;
         }
         Ok(())
     }
+
+    /// Runs of about a batch per partition, each handed over at once.
+    fn run_closed_loop(&self) -> anyhow::Result<()> {
+        let job = &*self.job;
+        let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
+        let mut sent = 0u64;
+        loop {
+            let partition = partition_for(self.index, sent, job.partitions, run_length);
+            let now_ns = self.clock.now_ns();
+            let tickets: Vec<Ticket> = std::iter::from_fn(|| self.sequencer.next(now_ns))
+                .take(usize::try_from(run_length).unwrap_or(usize::MAX))
+                .collect();
+            if tickets.is_empty() {
+                break;
+            }
+            let timestamp = unix_millis();
+            let records = tickets
+                .iter()
+                .map(|ticket| Record::new(timestamp, None, Some(self.value(ticket))))
+                .collect();
+            let delivery = self
+                .runtime
+                .block_on(self.producer.send_batch(&job.topic, partition, records))?;
+            sent += tickets.len() as u64;
+            if !self.queue(partition, Pending::Run { delivery, tickets }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A record's value: the payload, stamped with the ticket's send time for `e2e`.
+    fn value(&self, ticket: &Ticket) -> Bytes {
+        if self.job.stamp {
+            clock::stamp(&self.job.payload, ticket.send_ns)
+        } else {
+            self.job.payload.clone()
+        }
+    }
+
+    /// Hands `pending` to its partition's acknowledgement task; `false` once that task is
+    /// gone (the run is being torn down).
+    fn queue(&self, partition: i32, pending: Pending) -> bool {
+        // `partition_for` returns a partition below `partitions`, the length of `acks`.
+        self.acks[partition as usize].send(pending).is_ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Awaits one partition's deliveries in send order; records each acknowledgement's latency.
@@ -231,21 +295,37 @@ async fn acknowledge(
     bytes: u64,
 ) -> u64 {
     let mut delivered = 0;
-    while let Some(record) = pending.recv().await {
-        match record.delivery.await {
-            Ok(_) => {
-                delivered += 1;
-                if let Some(recorder) = &recorder {
-                    let now_ns = clock.now_ns();
-                    let sample = Sample {
-                        bytes,
-                        latency_ns: Some(now_ns.saturating_sub(record.send_ns)),
-                        measured: record.measured,
-                    };
-                    recorder.record(now_ns, [sample]);
+    let sample = |ticket: &Ticket, now_ns: u64| Sample {
+        bytes,
+        latency_ns: Some(now_ns.saturating_sub(ticket.send_ns)),
+        measured: ticket.measured,
+    };
+    while let Some(sent) = pending.recv().await {
+        match sent {
+            Pending::Record { delivery, ticket } => match delivery.await {
+                Ok(_) => {
+                    delivered += 1;
+                    if let Some(recorder) = &recorder {
+                        let now_ns = clock.now_ns();
+                        recorder.record(now_ns, [sample(&ticket, now_ns)]);
+                    }
                 }
-            }
-            Err(error) => failures.add(&error),
+                Err(error) => failures.add(&error),
+            },
+            Pending::Run { delivery, tickets } => match delivery.await {
+                Ok(_) => {
+                    delivered += tickets.len() as u64;
+                    if let Some(recorder) = &recorder {
+                        let now_ns = clock.now_ns();
+                        recorder.record(now_ns, tickets.iter().map(|t| sample(t, now_ns)));
+                    }
+                }
+                Err(error) => {
+                    for _ in &tickets {
+                        failures.add(&error);
+                    }
+                }
+            },
         }
     }
     delivered

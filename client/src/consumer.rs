@@ -357,6 +357,10 @@ pub struct Consumer {
     in_flight: HashMap<Id, InFlight>,
     /// An error to report once the records gathered with it are returned.
     pending_error: Option<ClientError>,
+    /// Record data fetched and not decoded yet. A partition's position already stands
+    /// past it (read off the batch headers), so that the next fetch can go out before the
+    /// records are checked and decoded.
+    undecoded: Vec<Undecoded>,
     /// Whether a broker said the cached metadata is stale.
     metadata_stale: bool,
     /// When this consumer last refreshed metadata, to space refreshes by the retry backoff.
@@ -388,6 +392,19 @@ struct PartitionState {
     retry_at: Option<Instant>,
 }
 
+/// One partition's fetched record data, waiting to be decoded.
+#[derive(Debug)]
+struct Undecoded {
+    /// The partition.
+    topic_partition: TopicPartition,
+    /// The offset the fetch asked for: records below it are skipped.
+    fetch_offset: i64,
+    /// Whole batches as the broker sent them.
+    data: Bytes,
+    /// The position set from their headers, to be corrected if decoding stops early.
+    end_offset: i64,
+}
+
 /// A fetch in flight.
 #[derive(Debug)]
 struct InFlight {
@@ -414,6 +431,7 @@ impl Consumer {
             fetches: JoinSet::new(),
             in_flight: HashMap::new(),
             pending_error: None,
+            undecoded: Vec::new(),
             metadata_stale: false,
             refreshed_at: None,
             reset_retry_at: None,
@@ -587,11 +605,10 @@ impl Consumer {
             self.lookup_committed(&mut wake_at).await?;
             self.reset_positions(&mut wake_at).await?;
             self.send_fetches(deadline, &mut wake_at).await;
-            let mut records = Vec::new();
             while let Some(joined) = self.fetches.try_join_next_with_id() {
-                self.complete_fetch(joined, &mut records);
+                self.complete_fetch(joined);
             }
-            if records.is_empty() && self.pending_error.is_none() {
+            if self.undecoded.is_empty() && self.pending_error.is_none() {
                 // A rebalance interrupts the wait, so that the member rejoins at once.
                 let rejoin = self.rejoin_signal();
                 if self.fetches.is_empty() {
@@ -603,25 +620,29 @@ impl Consumer {
                     tokio::select! {
                         joined = timeout_at(wake_at, self.fetches.join_next_with_id()) => {
                             if let Ok(Some(joined)) = joined {
-                                self.complete_fetch(joined, &mut records);
+                                self.complete_fetch(joined);
                             }
                         }
                         () = rejoin_requested(rejoin) => {}
                     }
                 }
             }
-            if !records.is_empty() {
-                // Prefetch: the next fetches long-poll while the caller handles these. Their
-                // errors come back on the next poll.
+            if !self.undecoded.is_empty() {
+                // Prefetch: the next fetches go out before these records are checked and
+                // decoded, and long-poll while the caller handles them. Their errors come
+                // back on the next poll.
                 let mut ignored = deadline;
                 self.send_fetches(deadline, &mut ignored).await;
-                return Ok(records);
+                let records = self.decode_fetched();
+                if !records.is_empty() {
+                    return Ok(records);
+                }
             }
             if let Some(error) = self.pending_error.take() {
                 return Err(error);
             }
             if Instant::now() >= deadline {
-                return Ok(records);
+                return Ok(Vec::new());
             }
         }
     }
@@ -811,10 +832,36 @@ impl Consumer {
     }
 
     /// Takes in a finished fetch: records into `records`, positions moved, errors noted.
+    /// Checks and decodes the fetched record data, in the order it arrived. Where data
+    /// turns out corrupt, the partition's position goes back to where decoding stopped (a
+    /// fetch already sent from past it is then answered stale and dropped) and the error is
+    /// reported after the records before it.
+    fn decode_fetched(&mut self) -> Vec<ConsumerRecord> {
+        let mut records = Vec::new();
+        for fetched in std::mem::take(&mut self.undecoded) {
+            let (position, error) = decode_records(
+                &fetched.topic_partition,
+                fetched.fetch_offset,
+                &fetched.data,
+                &mut records,
+            );
+            if position != fetched.end_offset {
+                if let Some(state) = self.partitions.get_mut(&fetched.topic_partition) {
+                    if state.position == Some(fetched.end_offset) {
+                        state.position = Some(position);
+                    }
+                }
+            }
+            if error.is_some() {
+                self.pending_error = error;
+            }
+        }
+        records
+    }
+
     fn complete_fetch(
         &mut self,
         joined: Result<(Id, Result<FetchResponse, ClientError>), JoinError>,
-        records: &mut Vec<ConsumerRecord>,
     ) {
         let (id, result) = match joined {
             Ok(joined) => joined,
@@ -868,32 +915,37 @@ impl Consumer {
                     // Sought (or unassigned) while the fetch was in flight: stale data.
                     continue;
                 }
-                self.complete_partition(&topic_partition, fetch_offset, partition, now, records);
+                self.complete_partition(topic_partition, fetch_offset, partition, now);
             }
         }
     }
 
     fn complete_partition(
         &mut self,
-        topic_partition: &TopicPartition,
+        topic_partition: TopicPartition,
         fetch_offset: i64,
         partition: FetchPartitionResponse,
         now: Instant,
-        records: &mut Vec<ConsumerRecord>,
     ) {
         let code = partition.error_code;
         if code == ErrorCode::NONE {
-            let (position, error) =
-                decode_records(topic_partition, fetch_offset, &partition.records, records);
-            if let Some(state) = self.partitions.get_mut(topic_partition) {
-                state.position = Some(position);
+            if partition.records.is_empty() {
+                return;
             }
-            if error.is_some() {
-                self.pending_error = error;
+            let end_offset = end_offset(fetch_offset, &partition.records);
+            if let Some(state) = self.partitions.get_mut(&topic_partition) {
+                state.position = Some(end_offset);
             }
+            self.undecoded.push(Undecoded {
+                topic_partition,
+                fetch_offset,
+                data: partition.records,
+                end_offset,
+            });
         } else if code == ErrorCode::OFFSET_OUT_OF_RANGE {
             let offset = fetch_offset;
             tracing::debug!(partition = %topic_partition, offset, "offset out of range");
+            let topic_partition = &topic_partition;
             if self.config.reset == OffsetReset::None {
                 self.pending_error = Some(ClientError::OffsetOutOfRange {
                     topic: topic_partition.topic.clone(),
@@ -906,7 +958,7 @@ impl Consumer {
         } else if code.is_retriable() {
             tracing::debug!(partition = %topic_partition, %code, "fetch partition error, retrying");
             self.metadata_stale |= crate::error::is_metadata_error(code);
-            self.back_off(topic_partition, now);
+            self.back_off(&topic_partition, now);
         } else {
             self.pending_error = Some(ClientError::broker(code, None));
         }
@@ -1179,6 +1231,18 @@ fn decode_records(
         position = next_offset;
     }
     (position, None)
+}
+
+/// The position after the whole batches of `data`, fetched from `fetch_offset`, read off
+/// their headers alone (no CRC check, no record decoded): what [`decode_records`] ends at
+/// unless it finds the data corrupt.
+fn end_offset(fetch_offset: i64, data: &[u8]) -> i64 {
+    let whole = whole_batches_len(data);
+    BatchIter::new(&data[..whole])
+        .map_while(Result::ok)
+        .fold(fetch_offset, |position, batch| {
+            position.max(batch.header.next_offset())
+        })
 }
 
 /// The ListOffsets timestamp for the reset policy; an error for [`OffsetReset::None`].

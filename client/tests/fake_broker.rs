@@ -2087,3 +2087,33 @@ async fn pipelined_requests_reach_the_broker_in_the_order_they_were_drained() {
     }
     producer.close().await;
 }
+
+#[tokio::test]
+async fn a_corrupt_batch_stops_the_consumer_at_its_offset_after_the_records_before_it() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.append("t", 0, &[&["a", "b"], &["c", "d"], &["e"]]);
+    {
+        // Flip the last byte of the second batch: its CRC no longer matches.
+        let mut state = broker.state.lock().unwrap();
+        let batches = &mut state.topics.get_mut("t").unwrap()[0].batches;
+        let mut damaged = batches[1].to_vec();
+        *damaged.last_mut().unwrap() ^= 0xff;
+        batches[1] = Bytes::from(damaged);
+    }
+    let mut consumer = Consumer::new(broker.client().await, consumer_config()).unwrap();
+    consumer.assign([("t", 0)]);
+    consumer.seek("t", 0, SeekTo::Beginning).await.unwrap();
+    let first = consumer.poll(Duration::from_secs(5)).await.unwrap();
+    let values: Vec<_> = first.iter().map(|record| record.offset).collect();
+    assert_eq!(values, [0, 1], "the records before the damage come first");
+    for _ in 0..2 {
+        // Every later poll reports the damage at its offset: the position went back there
+        // (a prefetch sent from past it is dropped), never past it.
+        let error = consumer.poll(Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::Corrupt { offset: 2, .. }),
+            "{error}"
+        );
+        assert_eq!(consumer.position("t", 0).await.unwrap(), 2);
+    }
+}

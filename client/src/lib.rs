@@ -36,7 +36,10 @@
 //!
 //! [`Producer::send`] queues a record and returns a [`DeliveryFuture`]; the record is
 //! batched with others for the same partition and sent after [`ProducerConfig::linger`] or
-//! once the batch is full. What the future's success means depends on [`Acks`]:
+//! once the batch is full. [`Producer::send_batch`] queues many records of one partition with
+//! one [`BatchDeliveryFuture`] for them all, for callers that already hold records in bulk:
+//! the same batching, order and guarantees at a fraction of the cost per record. What a
+//! future's success means depends on [`Acks`]:
 //!
 //! - [`Acks::None`] (`acks=0`): the request was written to the socket. The broker does not
 //!   answer, so nothing says it arrived; offsets are reported as -1. At-most-once.

@@ -126,8 +126,9 @@ impl Report {
             "size": workload.size,
             "producers": workload.producers,
             "consumers": workload.consumers,
-            "acks": workload.acks,
-            "compression": workload.compression,
+            // Settings of producers: null for a run without any (`consume`).
+            "acks": (workload.producers > 0).then_some(&workload.acks),
+            "compression": (workload.producers > 0).then_some(&workload.compression),
             "rate": workload.rate,
             "warmup_s": workload.warmup_s,
         });

@@ -2,10 +2,10 @@
 //! ([`DeliveryFuture`], from `Producer::send`) or one per group of records
 //! ([`BatchDeliveryFuture`], from `Producer::send_batch`).
 //!
-//! A sealed batch holds a list of [`Delivery`]s, each covering consecutive records of the
+//! A sealed batch holds a list of `Delivery`s, each covering consecutive records of the
 //! batch. A single record's delivery covers one record and completes a oneshot; a group sent
 //! with `send_batch` may span several batches (it is split where a batch fills up), so each
-//! of its parts completes a share of one [`GroupOutcome`], which answers once every part has
+//! of its parts completes a share of one `GroupOutcome`, which answers once every part has
 //! settled. Either way the work per acknowledged batch is per delivery, not per record, for
 //! groups: this is what lets one producer thread keep a socket full.
 

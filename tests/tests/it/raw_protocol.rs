@@ -634,3 +634,88 @@ fn a_fetch_asking_for_gigabytes_gets_at_most_a_frames_worth() {
         40 * batch_bytes
     );
 }
+
+/// A fetch of `partition_max_bytes` from `offset` of partition 0 of `topic`.
+fn fetch_bytes(topic: &str, offset: i64, partition_max_bytes: i32) -> Request {
+    Request::Fetch(FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 64 * 1024 * 1024,
+        topics: vec![FetchTopic {
+            name: topic.to_string(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                current_leader_epoch: -1,
+                fetch_offset: offset,
+                partition_max_bytes,
+            }],
+        }],
+    })
+}
+
+#[test]
+fn large_fetches_are_whole_batches_sent_from_the_segment_and_pipelined_in_order() {
+    let broker = BrokerProcess::start();
+    let mut connection = RawConnection::connect(broker.address);
+    assert_eq!(create_topic(&mut connection, "files", 1), ErrorCode::NONE);
+    // 24 batches of 100 records of 1,000 bytes: about 100 KiB each, so that fetches of one
+    // batch or more are large enough to be sent from the segment file.
+    let mut produced = Vec::new();
+    for index in 0..24 {
+        let value = format!("{index:04}").repeat(250);
+        let values = vec![value.as_str(); 100];
+        let request = produce("files", 0, batch_of(&values), 1);
+        let (code, base_offset) = produce_result(&mut connection, &request);
+        assert_eq!((code, base_offset), (ErrorCode::NONE, index * 100));
+        produced.push(batch_of(&values).len());
+    }
+    let batch_bytes = produced[0];
+    assert!(produced.iter().all(|len| *len == batch_bytes));
+    let limits = [1, 70 * 1024, 2 * batch_bytes + 10, 64 * 1024 * 1024];
+    let cases: Vec<(i64, usize)> = [0, 150, 2_399]
+        .into_iter()
+        .flat_map(|offset| limits.iter().map(move |limit| (offset, *limit)))
+        .collect();
+    // Every case pipelined on one connection before any answer is read: the writer must
+    // keep each file-backed record set inside its own frame (fetches may be answered in any
+    // order; the correlation id says which is which).
+    for (index, (offset, limit)) in cases.iter().enumerate() {
+        let limit = i32::try_from(*limit).unwrap();
+        connection.send(100 + index as i32, &fetch_bytes("files", *offset, limit));
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in &cases {
+        let Some((header, Some(Response::Fetch(response)))) =
+            connection.read_response(ApiKey::FETCH)
+        else {
+            panic!("no fetch response");
+        };
+        assert!(answers.insert(header.correlation_id, response).is_none());
+    }
+    for (index, (offset, limit)) in cases.iter().enumerate() {
+        let response = &answers[&(100 + index as i32)];
+        let partition = &response.topics[0].partitions[0];
+        assert_eq!(partition.error_code, ErrorCode::NONE);
+        let bases: Vec<i64> = batch::BatchIter::validating(&partition.records)
+            .map(|found| found.unwrap().header.base_offset)
+            .collect();
+        let first = offset / 100 * 100;
+        let remaining = (2_400 - first) as usize / 100;
+        let expected = (limit / batch_bytes).clamp(1, remaining);
+        let expected: Vec<i64> = (0..expected as i64).map(|n| first + n * 100).collect();
+        assert_eq!(bases, expected, "from {offset} with limit {limit}");
+        assert_eq!(partition.records.len(), bases.len() * batch_bytes);
+        let batch = batch::BatchIter::validating(&partition.records)
+            .next()
+            .unwrap()
+            .unwrap();
+        let value = mq_protocol::record::records(&partition.records.slice(..batch.bytes.len()))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(&value[..4], format!("{:04}", first / 100).as_bytes());
+    }
+}

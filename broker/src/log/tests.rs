@@ -923,3 +923,60 @@ fn a_roll_the_disk_refuses_keeps_the_active_segment() {
     assert_eq!(fill(&mut log, 1), vec![Offset(6)]);
     assert_every_offset_readable(&log);
 }
+
+/// Every read from every batch start, for every byte limit up to past the segment: the plan
+/// ends at a batch boundary, holds the first batch whatever the limit, and otherwise the
+/// most whole batches within the limit, so a read can be sent from the file without being
+/// read first.
+fn assert_plans_end_at_batch_boundaries(log: &PartitionLog, bases: &[Offset], batch_bytes: u64) {
+    for (first, from) in bases.iter().enumerate() {
+        let limits = [
+            1,
+            batch_bytes - 1,
+            batch_bytes,
+            batch_bytes + 1,
+            3 * batch_bytes + 7,
+        ];
+        for max_bytes in limits.into_iter().chain([1 << 20]) {
+            let plan = log.plan_read(*from, max_bytes).unwrap().unwrap();
+            let remaining = (bases.len() - first) as u64;
+            let expected_batches = (max_bytes / batch_bytes).clamp(1, remaining);
+            let bytes = plan.execute().unwrap();
+            assert_eq!(plan.len(), bytes.len() as u64, "the plan is whole batches");
+            let batches = BatchIter::validating(&bytes).count() as u64;
+            assert_eq!(
+                batches,
+                expected_batches,
+                "from batch {first}, limit {max_bytes}: {batches} batches in {} bytes",
+                plan.len()
+            );
+            assert_eq!(plan.len(), batches * batch_bytes);
+            assert!(plan.len() <= max_bytes.max(batch_bytes), "within the limit");
+        }
+    }
+}
+
+#[test]
+fn planned_reads_end_at_batch_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_segments()
+    };
+    let mut log = open(dir.path(), &config);
+    let bases = fill(&mut log, 40);
+    let batch_bytes = batch(3, 100, T0).len() as u64;
+    assert_plans_end_at_batch_boundaries(&log, &bases, batch_bytes);
+    log.close().unwrap();
+    // An index whose entries point into the middle of batches is not trusted.
+    let index = segment_log_files(dir.path())[0].with_extension("index");
+    let mut bytes = fs::read(&index).unwrap();
+    assert!(bytes.len() >= 16, "the test needs two entries");
+    for entry in bytes.chunks_exact_mut(8) {
+        let position = u32::from_be_bytes(entry[4..8].try_into().unwrap());
+        entry[4..8].copy_from_slice(&(position + 5).to_be_bytes());
+    }
+    fs::write(&index, bytes).unwrap();
+    let log = open(dir.path(), &config);
+    assert_plans_end_at_batch_boundaries(&log, &bases, batch_bytes);
+}

@@ -9,6 +9,7 @@
 mod connection;
 mod dispatch;
 mod metrics_http;
+mod outgoing;
 mod state;
 
 use std::collections::HashMap;

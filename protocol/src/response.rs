@@ -587,10 +587,7 @@ impl FetchResponse {
         });
     }
 
-    /// Encodes the response, letting `put_records` write each partition's record set,
-    /// length prefix included, in the order of `topics` and their partitions: for a writer
-    /// that sends some record sets from elsewhere (a file) and leaves `records` empty there.
-    pub fn encode_with(
+    fn encode_with(
         &self,
         target: &mut BytesMut,
         put_records: &mut dyn FnMut(&mut BytesMut, &Bytes),

@@ -220,14 +220,13 @@ pub struct ReadPlan {
     path: Arc<std::path::Path>,
     /// Start of the first batch to return.
     position: u64,
-    /// Bytes to read: whole batches up to the limit, at least the first batch (cut at a
-    /// batch boundary when planned).
+    /// Bytes to read: whole batches up to the limit, at least the first batch.
     len: u64,
 }
 
 impl ReadPlan {
-    /// Reads the planned bytes (whole batches; cut again at the last whole batch in case
-    /// the file changed since planning).
+    /// Reads the planned bytes and cuts them at the last whole batch (the plan's end may fall
+    /// inside a batch when the byte limit does).
     pub fn execute(&self) -> LogResult<Bytes> {
         let len = usize::try_from(self.len).map_err(|_| LogError::OffsetOverflow)?;
         // Read into the buffer's spare capacity: no zero-filling first (a memset as costly as
@@ -249,37 +248,9 @@ impl ReadPlan {
         Ok(Bytes::from(buffer))
     }
 
-    /// Bytes the plan reads: whole batches.
+    /// Bytes the plan will read at most.
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    /// The segment file the bytes are in.
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    /// Where in the file they start.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    /// Whether the first and last pages of the planned bytes are in the page cache, asked
-    /// with reads that fail rather than wait for the disk (`RWF_NOWAIT`). A cheap guess at
-    /// whether sending the bytes straight from the file could block on the disk.
-    pub fn looks_cached(&self) -> bool {
-        let mut probe = [0u8; 1];
-        let last = self.position + self.len.saturating_sub(1);
-        [self.position, last].into_iter().all(|position| {
-            let mut buffers = [io::IoSliceMut::new(&mut probe)];
-            rustix::io::preadv2(
-                &*self.file,
-                &mut buffers,
-                position,
-                rustix::io::ReadWriteFlags::NOWAIT,
-            )
-            .is_ok_and(|read| read == 1)
-        })
     }
 
     /// Whether there is nothing to read.
@@ -845,49 +816,14 @@ impl Segment {
         let Some((position, header)) = self.find(offset, config)? else {
             return Ok(None);
         };
-        let first_end = position + header.total_bytes() as u64;
-        let limit = position.saturating_add(max_bytes).min(self.size);
-        let end = if limit <= first_end {
-            first_end
-        } else {
-            self.last_boundary_within(config, first_end, limit)?
-        };
-        let len = end - position;
+        let available = self.size - position;
+        let len = available.min(max_bytes.max(header.total_bytes() as u64));
         Ok(Some(ReadPlan {
             file: self.file(config)?,
             path: Arc::from(self.paths.log.as_path()),
             position,
             len,
         }))
-    }
-
-    /// The last batch boundary at or below `limit`, at least `from` (itself a boundary):
-    /// from the last indexed batch at or below `limit` (if the index agrees with the log
-    /// there), the headers that follow, so that a read is cut at whole batches without
-    /// reading them. At most about an index interval of headers is read.
-    fn last_boundary_within(&self, config: &LogConfig, from: u64, limit: u64) -> LogResult<u64> {
-        let parts = self.parts(config)?;
-        let indexed = parts
-            .offset_index
-            .lookup_position(limit)
-            .filter(|entry| u64::from(entry.position) > from);
-        let mut position = match indexed {
-            Some(entry) => self.scan_start(&parts, Some(entry))?.max(from),
-            None => from,
-        };
-        while position < limit {
-            let Some(header) =
-                read_header(&parts.file, position).map_err(LogError::io(&self.paths.log))?
-            else {
-                return Err(self.corrupt(position, "unreadable batch header"));
-            };
-            let next = position + header.total_bytes() as u64;
-            if next > limit {
-                break;
-            }
-            position = next;
-        }
-        Ok(position)
     }
 
     /// The base offset of the first batch whose max timestamp is `>= timestamp`, if any.

@@ -24,7 +24,6 @@ use tokio::sync::watch;
 use super::config::FlushPolicy;
 use super::error::{LogError, LogResult};
 use super::partition_log::{AppendInfo, PartitionLog};
-use super::segment::ReadPlan;
 
 /// A partition log shared between threads.
 #[derive(Debug)]
@@ -152,16 +151,11 @@ impl SharedLog {
     /// Reads whole batches from `from` (see [`PartitionLog::read`]), holding the lock only to
     /// locate them. Blocking.
     pub fn read(&self, from: Offset, max_bytes: u64) -> LogResult<Bytes> {
-        match self.plan_read(from, max_bytes)? {
+        let plan = self.lock_read()?.plan_read(from, max_bytes)?;
+        match plan {
             Some(plan) => plan.execute(),
             None => Ok(Bytes::new()),
         }
-    }
-
-    /// Locates whole batches from `from` (see [`PartitionLog::plan_read`]) for the caller to
-    /// read or send later, without the lock. Blocking.
-    pub fn plan_read(&self, from: Offset, max_bytes: u64) -> LogResult<Option<ReadPlan>> {
-        self.lock_read()?.plan_read(from, max_bytes)
     }
 
     /// The current log end offset.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mq_protocol::codec::{self, FrameCodec};
+use mq_protocol::codec::{self, FrameCodec, FrameParts};
 use mq_protocol::request::{ApiKey, OffsetCommitRequest, ProduceRequest, Request, RequestHeader};
 use mq_protocol::response::{Response, ResponseHeader};
 use mq_protocol::wire::Reader;
@@ -31,8 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
 
-use super::dispatch::{self, Reply, RequestContext};
-use super::outgoing::{self, Outgoing, Part};
+use super::dispatch::{self, RequestContext};
 use super::state::Broker;
 
 /// Serves one connection until the client closes it, it misbehaves, it idles out, or the
@@ -41,7 +40,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     let _ = stream.set_nodelay(true);
     let (mut read_half, write_half) = stream.into_split();
     let in_flight_max = broker.config.max_in_flight_requests;
-    let (responses, queue) = mpsc::channel::<Outgoing>(in_flight_max);
+    let (responses, queue) = mpsc::channel::<FrameParts>(in_flight_max);
     let writer = tokio::spawn(write_responses(write_half, queue, Arc::clone(&broker)));
     let in_flight = Arc::new(Semaphore::new(in_flight_max));
     let (produces, produce_queue) = mpsc::channel(in_flight_max);
@@ -175,7 +174,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
                         error_message: Some(message),
                     };
                     let _ = responses
-                        .send(Outgoing::from(codec::response_frame_parts(&header, None)))
+                        .send(codec::response_frame_parts(&header, None))
                         .await;
                 }
                 drop(permit);
@@ -225,7 +224,7 @@ struct Held {
 async fn append_in_order(
     broker: Arc<Broker>,
     mut queue: mpsc::Receiver<Queued>,
-    responses: mpsc::Sender<Outgoing>,
+    responses: mpsc::Sender<FrameParts>,
 ) {
     // Resolves (or fails: its task ended) once the previous request's answer was queued.
     let mut previous: Option<oneshot::Receiver<()>> = None;
@@ -239,8 +238,7 @@ async fn append_in_order(
                 let pending = dispatch::produce_append(&broker, request).await;
                 tokio::spawn(async move {
                     let response = dispatch::produce_complete(pending).await;
-                    let response =
-                        response.map(|response| Reply::from(Response::Produce(response)));
+                    let response = response.map(Response::Produce);
                     wait_for(after).await;
                     answer(&broker, &responses, &header, started, response).await;
                     drop(answered);
@@ -251,7 +249,7 @@ async fn append_in_order(
                 let pending = broker.coordinator.commit_append(request).await;
                 tokio::spawn(async move {
                     let response = broker.coordinator.commit_complete(pending).await;
-                    let response = Some(Reply::from(Response::OffsetCommit(response)));
+                    let response = Some(Response::OffsetCommit(response));
                     wait_for(after).await;
                     answer(&broker, &responses, &header, started, response).await;
                     drop(answered);
@@ -273,18 +271,16 @@ async fn wait_for(previous: Option<oneshot::Receiver<()>>) {
 /// with `acks=0` has none).
 async fn answer(
     broker: &Broker,
-    responses: &mpsc::Sender<Outgoing>,
+    responses: &mpsc::Sender<FrameParts>,
     header: &RequestHeader,
     started: Instant,
-    reply: Option<Reply>,
+    response: Option<Response>,
 ) {
-    let error = reply
-        .as_ref()
-        .is_some_and(|reply| reply.response.has_error());
+    let error = response.as_ref().is_some_and(Response::has_error);
     broker
         .metrics
         .request(header.api_key, started.elapsed(), error);
-    let Some(Reply { response, files }) = reply else {
+    let Some(response) = response else {
         return;
     };
     let header = ResponseHeader {
@@ -292,13 +288,9 @@ async fn answer(
         error_code: ErrorCode::NONE,
         error_message: None,
     };
-    let frame = match &response {
-        Response::Fetch(fetch) if files.iter().any(Option::is_some) => {
-            Outgoing::fetch(&header, fetch, files)
-        }
-        response => Outgoing::from(codec::response_frame_parts(&header, Some(response))),
-    };
-    let _ = responses.send(frame).await;
+    let _ = responses
+        .send(codec::response_frame_parts(&header, Some(&response)))
+        .await;
 }
 
 /// A request refused before dispatch.
@@ -345,11 +337,10 @@ fn decode(frame: BytesMut) -> Result<(RequestHeader, Request), Refused> {
 
 /// Writes response frames as they come, batching those already queued into one flush.
 /// Small parts gather in the buffer; a part at least as large as the buffer (fetched records)
-/// goes from its own memory to the socket, after what is buffered; a record set planned from
-/// a file goes from the file with `sendfile`, after the buffer is flushed.
+/// goes from its own memory to the socket, after what is buffered.
 async fn write_responses(
     write_half: OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Outgoing>,
+    mut queue: mpsc::Receiver<FrameParts>,
     broker: Arc<Broker>,
 ) {
     let mut writer = BufWriter::with_capacity(codec::SHARED_PART_MIN, write_half);
@@ -357,23 +348,13 @@ async fn write_responses(
         let mut next = Some(frame);
         while let Some(frame) = next {
             let len = frame.len();
-            broker
-                .metrics
-                .sent(usize::try_from(len).unwrap_or(usize::MAX) + 4);
+            broker.metrics.sent(len + 4);
             let length = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
             if writer.write_all(&length).await.is_err() {
                 return;
             }
             for part in frame.parts() {
-                let written = match part {
-                    Part::Bytes(bytes) => writer.write_all(bytes).await,
-                    Part::File(plan) => match writer.flush().await {
-                        Ok(()) => outgoing::send_file(writer.get_ref().as_ref(), plan).await,
-                        Err(error) => Err(error),
-                    },
-                };
-                if let Err(error) = written {
-                    tracing::debug!(%error, "response not written; closing");
+                if writer.write_all(part).await.is_err() {
                     return;
                 }
             }

@@ -35,56 +35,17 @@ use mq_protocol::response::{
 };
 use mq_protocol::{ErrorCode, Offset};
 
-use super::outgoing::SENDFILE_MIN_BYTES;
 use super::state::{AdminError, Broker};
 use crate::cluster::{ClusterImage, PartitionState, TopicImage};
 use crate::group::{check_group_id, ClientInfo};
-use crate::log::{FlushPolicy, LogError, ReadPlan};
+use crate::log::{FlushPolicy, LogError};
 use crate::manager::{Partition, TopicPartition};
 
 /// The longest a fetch may wait, whatever it asks for.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// A response, with the record sets of a Fetch response that are to be sent from their
-/// segment files (one entry per partition, in the response's order; empty for other APIs).
-#[derive(Debug)]
-pub(crate) struct Reply {
-    /// The response.
-    pub(crate) response: Response,
-    /// Per partition of a Fetch response, the record set to send from its file instead of
-    /// the partition's (then empty) `records`.
-    pub(crate) files: Vec<Option<ReadPlan>>,
-}
-
-impl From<Response> for Reply {
-    fn from(response: Response) -> Reply {
-        Reply {
-            response,
-            files: Vec::new(),
-        }
-    }
-}
-
 /// Handles one request; `None` when no response is due (produce with `acks=0`).
 pub(crate) async fn handle(
-    broker: &Arc<Broker>,
-    request: Request,
-    context: &RequestContext,
-) -> Option<Reply> {
-    if let Request::Fetch(request) = request {
-        let (response, files) = fetch(broker, request, true).await;
-        return Some(Reply {
-            response: Response::Fetch(response),
-            files,
-        });
-    }
-    handle_in_memory(broker, request, context)
-        .await
-        .map(Reply::from)
-}
-
-/// Handles every request but Fetch.
-async fn handle_in_memory(
     broker: &Arc<Broker>,
     request: Request,
     context: &RequestContext,
@@ -109,8 +70,7 @@ async fn handle_in_memory(
             let pending = produce_append(broker, request).await;
             return produce_complete(pending).await.map(Response::Produce);
         }
-        // Taken by `handle` above; answered from memory only, should it ever get here.
-        Request::Fetch(request) => Response::Fetch(fetch(broker, request, false).await.0),
+        Request::Fetch(request) => Response::Fetch(fetch(broker, request).await),
         Request::ListOffsets(request) => Response::ListOffsets(list_offsets(broker, request).await),
         Request::BrokerRegistration(_)
         | Request::BrokerHeartbeat(_)
@@ -903,13 +863,7 @@ struct FetchTarget {
     max_bytes: u64,
 }
 
-/// Answers a fetch: the response, and per partition (in its order) the record set to send
-/// from its segment file, where one is and `from_files` allows it.
-async fn fetch(
-    broker: &Arc<Broker>,
-    request: FetchRequest,
-    from_files: bool,
-) -> (FetchResponse, Vec<Option<ReadPlan>>) {
+async fn fetch(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
@@ -950,14 +904,12 @@ async fn fetch(
     let mut shutting_down = broker.shutting_down();
     let targets = Arc::new(targets);
     loop {
-        let results = read_targets(Arc::clone(&targets), max_bytes, from_files).await;
+        let results = read_targets(Arc::clone(&targets), max_bytes).await;
         let available: u64 = results
             .iter()
-            .map(|(result, file)| {
-                result.records.len() as u64 + file.as_ref().map_or(0, ReadPlan::len)
-            })
+            .map(|result| result.records.len() as u64)
             .sum();
-        let any_error = results.iter().any(|(result, _)| !result.error_code.is_ok());
+        let any_error = results.iter().any(|result| !result.error_code.is_ok());
         let expired = tokio::time::Instant::now() >= deadline;
         if available >= min_bytes
             || any_error
@@ -976,13 +928,11 @@ async fn fetch(
 }
 
 /// Reads every target on the blocking pool, sharing `max_bytes` among them in order (the
-/// first partition with data returns at least one whole batch regardless). A large record
-/// set whose pages look cached is only located, to be sent from its file; the rest are read.
+/// first partition with data returns at least one whole batch regardless).
 async fn read_targets(
     targets: Arc<Vec<FetchTarget>>,
     max_bytes: u64,
-    from_files: bool,
-) -> Vec<(FetchPartitionResponse, Option<ReadPlan>)> {
+) -> Vec<FetchPartitionResponse> {
     let joined = tokio::task::spawn_blocking(move || {
         let mut remaining = max_bytes;
         targets
@@ -998,7 +948,7 @@ async fn read_targets(
                     Ok(open) => open,
                     Err((code, _)) => {
                         response.error_code = *code;
-                        return (response, None);
+                        return response;
                     }
                 };
                 let (log_start, log_end) = open
@@ -1009,29 +959,19 @@ async fn read_targets(
                 response.log_start_offset = log_start.to_wire();
                 let Some(offset) = Offset::from_wire(target.fetch_offset) else {
                     response.error_code = ErrorCode::OFFSET_OUT_OF_RANGE;
-                    return (response, None);
+                    return response;
                 };
                 if remaining == 0 || offset == log_end {
-                    return (response, None);
+                    return response;
                 }
-                let planned = open.log.plan_read(offset, target.max_bytes.min(remaining));
-                let plan = match planned {
-                    Ok(Some(plan)) => plan,
-                    Ok(None) => return (response, None),
-                    Err(error) => {
-                        response.error_code = log_error_code(&error);
-                        return (response, None);
+                match open.log.read(offset, target.max_bytes.min(remaining)) {
+                    Ok(records) => {
+                        remaining = remaining.saturating_sub(records.len() as u64);
+                        response.records = records;
                     }
-                };
-                remaining = remaining.saturating_sub(plan.len());
-                if from_files && plan.len() >= SENDFILE_MIN_BYTES && plan.looks_cached() {
-                    return (response, Some(plan));
-                }
-                match plan.execute() {
-                    Ok(records) => response.records = records,
                     Err(error) => response.error_code = log_error_code(&error),
                 }
-                (response, None)
+                response
             })
             .collect::<Vec<_>>()
     })
@@ -1042,11 +982,10 @@ async fn read_targets(
     })
 }
 
-/// The Fetch response for `targets`, and the record sets to send from files, in its order.
 fn group_fetch_results(
     targets: &[FetchTarget],
-    results: Vec<(FetchPartitionResponse, Option<ReadPlan>)>,
-) -> (FetchResponse, Vec<Option<ReadPlan>>) {
+    results: Vec<FetchPartitionResponse>,
+) -> FetchResponse {
     let mut topics: Vec<FetchTopicResponse> = Vec::new();
     if results.len() != targets.len() {
         // The read task failed: answer every partition with an error rather than nothing.
@@ -1063,14 +1002,12 @@ fn group_fetch_results(
                 },
             );
         }
-        return (FetchResponse { topics }, Vec::new());
+        return FetchResponse { topics };
     }
-    let mut files = Vec::with_capacity(results.len());
-    for (target, (result, file)) in targets.iter().zip(results) {
+    for (target, result) in targets.iter().zip(results) {
         push_result(&mut topics, &target.topic, result);
-        files.push(file);
     }
-    (FetchResponse { topics }, files)
+    FetchResponse { topics }
 }
 
 fn push_result(topics: &mut Vec<FetchTopicResponse>, topic: &str, result: FetchPartitionResponse) {

@@ -9,7 +9,6 @@
 mod connection;
 mod dispatch;
 mod metrics_http;
-mod outgoing;
 mod state;
 
 use std::collections::HashMap;

@@ -2,7 +2,8 @@
 # Runs BENCHMARKS.md's scenarios and the machine's limits in one session, on a fresh broker
 # per scenario: broker pinned to core 0, bench and clients to core 1, data in $DATA (default
 # /tmp/mq-bench-data, on the filesystem under test), page cache dropped before each run.
-# Needs root (drop_caches), iperf3 and python3. Usage: tools/bench/suite.sh [scenario...]
+# Needs root (drop_caches), iperf3 and python3 (pingpong.py and fsync_floor.py: the latency
+# floors of a round trip and of a durable append). Usage: tools/bench/suite.sh [scenario...]
 # Scenarios: limits produce produce-all consume batch1 batch1-all batch1-all-4k e2e sustained
 # sustained-all (default: all).
 set -u
@@ -73,6 +74,7 @@ for scenario in $SCENARIOS; do
         pagecache_dd
         dd if=/dev/zero of=/dev/null bs=1M count=20000 2>&1 | tail -1
         python3 tools/bench/pingpong.py
+        python3 tools/bench/fsync_floor.py "$DATA"
         ;;
     produce)
         start_broker

@@ -86,9 +86,7 @@ impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver)
-            .poll(context)
-            .map(|result| result.unwrap_or_else(|_| Err(producer_closed())))
+        poll_outcome(&mut self.receiver, context)
     }
 }
 
@@ -109,16 +107,22 @@ impl Future for BatchDeliveryFuture {
     type Output = Result<BatchMetadata, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver)
-            .poll(context)
-            .map(|result| result.unwrap_or_else(|_| Err(producer_closed())))
+        poll_outcome(&mut self.receiver, context)
     }
 }
 
-fn producer_closed() -> ClientError {
-    ClientError::Closed {
-        what: "producer".to_string(),
-    }
+/// An outcome sent by the producer; the producer closed if its sender is gone unsent.
+fn poll_outcome<T>(
+    receiver: &mut oneshot::Receiver<Result<T, ClientError>>,
+    context: &mut Context<'_>,
+) -> Poll<Result<T, ClientError>> {
+    Pin::new(receiver).poll(context).map(|result| {
+        result.unwrap_or_else(|_| {
+            Err(ClientError::Closed {
+                what: "producer".to_string(),
+            })
+        })
+    })
 }
 
 /// The outcome of some consecutive records of one batch.

@@ -52,17 +52,28 @@ fn produce_result(connection: &mut RawConnection, request: &Request) -> (ErrorCo
 }
 
 fn fetch(topic: &str, offset: i64, max_wait_ms: i32) -> Request {
+    fetch_of(topic, offset, max_wait_ms, 1, 1 << 20)
+}
+
+/// A fetch of partition 0 of `topic` from `offset`, at most `partition_max_bytes` of it.
+fn fetch_of(
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+    partition_max_bytes: i32,
+) -> Request {
     Request::Fetch(FetchRequest {
         max_wait_ms,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
+        min_bytes,
+        max_bytes: partition_max_bytes.max(1 << 20),
         topics: vec![FetchTopic {
             name: topic.to_string(),
             partitions: vec![FetchPartition {
                 partition: 0,
                 current_leader_epoch: -1,
                 fetch_offset: offset,
-                partition_max_bytes: 1 << 20,
+                partition_max_bytes,
             }],
         }],
     })
@@ -635,24 +646,6 @@ fn a_fetch_asking_for_gigabytes_gets_at_most_a_frames_worth() {
     );
 }
 
-/// A fetch of `partition_max_bytes` from `offset` of partition 0 of `topic`.
-fn fetch_bytes(topic: &str, offset: i64, partition_max_bytes: i32) -> Request {
-    Request::Fetch(FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 64 * 1024 * 1024,
-        topics: vec![FetchTopic {
-            name: topic.to_string(),
-            partitions: vec![FetchPartition {
-                partition: 0,
-                current_leader_epoch: -1,
-                fetch_offset: offset,
-                partition_max_bytes,
-            }],
-        }],
-    })
-}
-
 #[test]
 fn large_fetches_are_whole_batches_sent_from_the_segment_and_pipelined_in_order() {
     let broker = BrokerProcess::start();
@@ -681,7 +674,7 @@ fn large_fetches_are_whole_batches_sent_from_the_segment_and_pipelined_in_order(
     // order; the correlation id says which is which).
     for (index, (offset, limit)) in cases.iter().enumerate() {
         let limit = i32::try_from(*limit).unwrap();
-        connection.send(100 + index as i32, &fetch_bytes("files", *offset, limit));
+        connection.send(100 + index as i32, &fetch_of("files", *offset, 0, 0, limit));
     }
     let mut answers = std::collections::BTreeMap::new();
     for _ in &cases {

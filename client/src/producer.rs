@@ -422,11 +422,7 @@ impl Producer {
                 limit,
             });
         }
-        let permits = u32::try_from(reserved_bytes).unwrap_or(u32::MAX);
-        match shared.buffer.acquire_many(permits).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(closed()),
-        }
+        shared.reserve(reserved_bytes).await?;
         let (sender, receiver) = oneshot::channel();
         let appended = {
             let mut state = shared.lock();
@@ -464,7 +460,7 @@ impl Producer {
     /// idempotence are the same, but the cost per record is only its encoding, with no
     /// future, buffer reservation or lock per record. The records are split into batches
     /// where a batch fills up (`batch_bytes_max`); records of other calls to the same
-    /// partition never land between them within a batch. Timestamps are as given.
+    /// partition never land between them within a batch. Timestamps are as given ([`now_ms`] gives the one `send` would stamp).
     ///
     /// Waits while the buffer is full. Fails at once, without queueing, when the topic or
     /// partition does not exist, when the records together are larger than the buffer
@@ -478,7 +474,7 @@ impl Producer {
     /// # async fn example() -> Result<(), mq_client::ClientError> {
     /// let client = Client::connect("127.0.0.1:9700", ClientConfig::default()).await?;
     /// let producer = Producer::new(client, ProducerConfig::default())?;
-    /// let now = 1_700_000_000_000;
+    /// let now = mq_client::producer::now_ms();
     /// let records = (0..1000)
     ///     .map(|n| Record::new(now, None, Some(format!("reading {n}").into())))
     ///     .collect();
@@ -517,12 +513,7 @@ impl Producer {
             group.appended(0);
             return Ok(delivery);
         }
-        // Within the buffer's size, itself below `u32::MAX` (checked by `validate`).
-        let permits = u32::try_from(total).unwrap_or(u32::MAX);
-        match shared.buffer.acquire_many(permits).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(closed()),
-        }
+        shared.reserve(total).await?;
         let appended = {
             let mut state = shared.lock();
             if state.closing {
@@ -580,6 +571,20 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes `bytes` of buffer space, waiting while the buffer is full; given back when the
+    /// batch holding them finishes. The caller checked `bytes` against the buffer's size,
+    /// itself below `u32::MAX` (`validate`).
+    async fn reserve(&self, bytes: usize) -> Result<(), ClientError> {
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        match self.buffer.acquire_many(permits).await {
+            Ok(permit) => {
+                permit.forget();
+                Ok(())
+            }
+            Err(_) => Err(closed()),
+        }
     }
 
     fn check_open(&self) -> Result<(), ClientError> {
@@ -929,7 +934,9 @@ fn random_producer_id() -> i64 {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, as [`Producer::send`] stamps records that have no
+/// timestamp: for records given to [`Producer::send_batch`], which are sent as they are.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))

@@ -243,7 +243,7 @@ impl SendLoop {
             if tickets.is_empty() {
                 break;
             }
-            let timestamp = unix_millis();
+            let timestamp = mq_client::producer::now_ms();
             let records = tickets
                 .iter()
                 .map(|ticket| Record::new(timestamp, None, Some(self.value(ticket))))
@@ -274,15 +274,6 @@ impl SendLoop {
         // `partition_for` returns a partition below `partitions`, the length of `acks`.
         self.acks[partition as usize].send(pending).is_ok()
     }
-}
-
-/// Milliseconds since the Unix epoch, for record timestamps.
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// Awaits one partition's deliveries in send order; records each acknowledgement's latency.

@@ -21,6 +21,11 @@ use mq_broker::cluster::{
 use mq_broker::config::{BrokerConfig, Role};
 use mq_broker::server::{self, Broker};
 
+/// Keeps freed request and fetch buffers for reuse instead of returning them to the kernel
+/// and faulting them in again on the next request (see the workspace manifest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The mq broker: a Kafka-style commit-log message broker.
 ///
 /// With no arguments it runs a complete single-node system: listening on 127.0.0.1:9700,

@@ -84,6 +84,8 @@ pub struct Metrics {
     bytes_out: Counter,
     connections_accepted: Counter,
     connections: Gauge,
+    inline_appends: Counter,
+    inline_appends_slow: Counter,
     log_start: Family<Labels, Gauge>,
     log_end: Family<Labels, Gauge>,
     log_size: Family<Labels, Gauge>,
@@ -155,6 +157,18 @@ impl Metrics {
             connections_accepted.clone(),
         );
         registry.register("connections", "Connections open", connections.clone());
+        let inline_appends = Counter::default();
+        let inline_appends_slow = Counter::default();
+        registry.register(
+            "inline_appends",
+            "Appends tried on the runtime worker instead of the blocking pool",
+            inline_appends.clone(),
+        );
+        registry.register(
+            "inline_appends_slow",
+            "Inline appends that took over 2 ms and paused inline appends for a second",
+            inline_appends_slow.clone(),
+        );
         let log_start = Family::<Labels, Gauge>::default();
         let log_end = Family::<Labels, Gauge>::default();
         let log_size = Family::<Labels, Gauge>::default();
@@ -194,6 +208,8 @@ impl Metrics {
             bytes_out,
             connections_accepted,
             connections,
+            inline_appends,
+            inline_appends_slow,
             log_start,
             log_end,
             log_size,
@@ -234,6 +250,14 @@ impl Metrics {
     pub fn connection_accepted(&self) {
         self.connections_accepted.inc();
         self.connections.inc();
+    }
+
+    /// Records an append tried on the runtime worker, and whether it was slow.
+    pub fn inline_append(&self, slow: bool) {
+        self.inline_appends.inc();
+        if slow {
+            self.inline_appends_slow.inc();
+        }
     }
 
     /// Records a connection's end.

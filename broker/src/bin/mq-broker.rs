@@ -86,6 +86,10 @@ struct Args {
     /// Requests processed at once per connection [default: 64].
     #[arg(long, env = "MQ_MAX_IN_FLIGHT_REQUESTS")]
     max_in_flight_requests: Option<usize>,
+    /// Appends up to this size run on the thread that received them when the page cache
+    /// is under no write pressure, 0 for never [default: 65536].
+    #[arg(long, env = "MQ_INLINE_APPEND_MAX_BYTES")]
+    inline_append_max_bytes: Option<usize>,
     /// Create unknown topics when clients use them [default: false].
     #[arg(long, env = "MQ_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
@@ -199,6 +203,7 @@ fn settings(args: Args) -> anyhow::Result<BrokerConfig> {
     }
     set!(
         max_in_flight_requests,
+        inline_append_max_bytes,
         auto_create_topics,
         retention_check_interval_ms
     );

@@ -223,7 +223,20 @@ impl PartitionLog {
     ///
     /// Durability is the caller's: see [`PartitionLog::flush`] and [`super::SharedLog`].
     pub fn append(&mut self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
-        self.append_as(batches, now, AppendKind::Leader)
+        self.append_as(batches, now, AppendKind::Leader, Files::MayChange)?
+            .ok_or_else(|| unreachable!("only Files::Unchanged declines an append"))
+    }
+
+    /// Appends like [`PartitionLog::append`] if that is only a write into the active
+    /// segment; `None`, with nothing written, if it would first have to roll a segment or
+    /// write the log's checkpoint (file creation, fsyncs). For callers that must not wait
+    /// on those: an async runtime's worker (see `SharedLog::try_append_unflushed_if`).
+    pub fn append_in_place(
+        &mut self,
+        batches: &mut [u8],
+        now: SystemTime,
+    ) -> LogResult<Option<AppendInfo>> {
+        self.append_as(batches, now, AppendKind::Leader, Files::Unchanged)
     }
 
     /// Appends batches copied from another broker's log of this partition, keeping their
@@ -232,15 +245,19 @@ impl PartitionLog {
     /// recorded but not checked: the source checked them, and a copy may begin in the
     /// middle of a producer's sequence.
     pub fn append_copy(&mut self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
-        self.append_as(batches, now, AppendKind::Copy)
+        self.append_as(batches, now, AppendKind::Copy, Files::MayChange)?
+            .ok_or_else(|| unreachable!("only Files::Unchanged declines an append"))
     }
 
+    /// Appends; `None` only under [`Files::Unchanged`], when the append would need more
+    /// than a write into the active segment.
     fn append_as(
         &mut self,
         batches: &mut [u8],
         now: SystemTime,
         kind: AppendKind,
-    ) -> LogResult<AppendInfo> {
+        files: Files,
+    ) -> LogResult<Option<AppendInfo>> {
         self.check_online()?;
         if batches.len() > self.config.batch_bytes_max as usize {
             return Err(LogError::BatchTooLarge {
@@ -251,7 +268,7 @@ impl PartitionLog {
         let mut headers = validate_append(batches)?;
         if kind == AppendKind::Leader {
             if let Some(duplicate) = self.check_sequences(&headers)? {
-                return Ok(duplicate);
+                return Ok(Some(duplicate));
             }
         }
         let base_offset = self.log_end;
@@ -278,8 +295,16 @@ impl PartitionLog {
             header.partition_leader_epoch = self.leader_epoch;
             next_offset = next_offset.plus(count);
         }
+        let roll = self.roll_needed(batches.len(), headers.len(), next_offset, now);
+        if files == Files::Unchanged && (roll || self.checkpointed.is_none()) {
+            // The offsets patched into `batches` are rewritten by whichever append takes
+            // them next.
+            return Ok(None);
+        }
         self.mark_dirty()?;
-        self.maybe_roll(batches.len(), headers.len(), next_offset, now)?;
+        if roll {
+            self.roll(now)?;
+        }
         let active = self
             .segments
             .values_mut()
@@ -298,13 +323,13 @@ impl PartitionLog {
         for (_, header) in &headers {
             self.producers.record(header);
         }
-        Ok(AppendInfo {
+        Ok(Some(AppendInfo {
             base_offset,
             last_offset: Offset(next_offset.0 - 1),
             log_end: next_offset,
             batches: headers.len(),
             bytes: batches.len(),
-        })
+        }))
     }
 
     /// Reads whole batches starting with the one that holds `from`, up to about `max_bytes`
@@ -706,16 +731,19 @@ impl PartitionLog {
         self.log_start = log_start;
     }
 
-    fn maybe_roll(
-        &mut self,
+    /// Whether an append of `bytes` in `batches` batches, ending at `next_offset`, must
+    /// first roll the active segment: it would grow too big or is too old, its indexes are
+    /// full, or its relative offsets would overflow. An empty segment is never rolled.
+    fn roll_needed(
+        &self,
         bytes: usize,
         batches: usize,
         next_offset: Offset,
         now: SystemTime,
-    ) -> LogResult<()> {
+    ) -> bool {
         let active = self.active();
         if active.size() == 0 {
-            return Ok(());
+            return false;
         }
         let too_big = active.size() + bytes as u64 > u64::from(self.config.segment_bytes);
         let too_old = active
@@ -724,10 +752,7 @@ impl PartitionLog {
             .is_some_and(|age| age >= self.config.segment_age);
         let index_full = !active.indexes_have_room(batches);
         let offsets_overflow = next_offset.0 - active.base_offset().0 > u64::from(u32::MAX);
-        if too_big || too_old || index_full || offsets_overflow {
-            self.roll(now)?;
-        }
-        Ok(())
+        too_big || too_old || index_full || offsets_overflow
     }
 
     fn context(&self, now: SystemTime) -> SegmentContext<'_> {
@@ -843,7 +868,6 @@ fn active_size_mismatch(active: &Segment) -> bool {
     fs::metadata(&active.paths().log).map_or(true, |metadata| metadata.len() != active.size())
 }
 
-/// Milliseconds since the Unix epoch (negative before it).
 /// Whose batches an append carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AppendKind {
@@ -853,6 +877,16 @@ enum AppendKind {
     Copy,
 }
 
+/// What an append may do besides writing into the active segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Files {
+    /// Roll a segment and write the checkpoint when needed.
+    MayChange,
+    /// Nothing: the append is declined if it needs either.
+    Unchanged,
+}
+
+/// Milliseconds since the Unix epoch (negative before it).
 pub(crate) fn millis_since_epoch(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => millis(after),

@@ -14,7 +14,7 @@
 //! `tokio::task::spawn_blocking`), never directly on an async runtime's worker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -100,6 +100,41 @@ impl SharedLog {
         self.log_end
             .send_if_modified(|log_end| advance(log_end, info.log_end));
         Ok(Some(info))
+    }
+
+    /// Appends batches like [`SharedLog::append_unflushed_if`] if that cannot wait on
+    /// anything but the write into the page cache: [`TryAppend::WouldWait`], with nothing
+    /// written, if another thread holds the log or the append would roll a segment or
+    /// write the checkpoint first (see [`PartitionLog::append_in_place`]). For small
+    /// appends on an async runtime's worker, saving the hand-off to a blocking thread and
+    /// back; the caller retries `WouldWait` on a blocking thread.
+    pub fn try_append_unflushed_if(
+        &self,
+        batches: &mut [u8],
+        now: SystemTime,
+        allowed: impl FnOnce() -> bool,
+    ) -> LogResult<TryAppend> {
+        let (info, log_start) = {
+            let mut log = match self.log.try_write() {
+                Ok(log) => log,
+                Err(TryLockError::WouldBlock) => return Ok(TryAppend::WouldWait),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    return Err(LogError::Offline {
+                        path: poisoned.get_ref().dir().to_path_buf(),
+                    })
+                }
+            };
+            if !allowed() {
+                return Ok(TryAppend::NotAllowed);
+            }
+            match log.append_in_place(batches, now)? {
+                Some(info) => (info, log.log_start()),
+                None => return Ok(TryAppend::WouldWait),
+            }
+        };
+        self.log_end
+            .send_if_modified(|log_end| advance(log_end, info.log_end));
+        Ok(TryAppend::Appended { info, log_start })
     }
 
     /// Appends batches copied from another broker's log (see
@@ -224,6 +259,22 @@ impl SharedLog {
             path: poisoned.get_ref().dir().to_path_buf(),
         })
     }
+}
+
+/// The outcome of [`SharedLog::try_append_unflushed_if`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryAppend {
+    /// Appended.
+    Appended {
+        /// What the append did.
+        info: AppendInfo,
+        /// The log start offset just after it.
+        log_start: Offset,
+    },
+    /// Refused: `allowed` said no.
+    NotAllowed,
+    /// Nothing done: the append would have waited for the log's lock or for file work.
+    WouldWait,
 }
 
 fn advance(current: &mut Offset, to: Offset) -> bool {

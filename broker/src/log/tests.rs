@@ -714,6 +714,100 @@ fn truncate_below_log_start_restarts_the_log() {
 }
 
 #[test]
+fn in_place_appends_decline_file_work_and_leave_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_age: Duration::from_secs(60),
+        ..small_segments()
+    };
+    let mut log = open(dir.path(), &config);
+    fill(&mut log, 1);
+    log.close().unwrap();
+    // A cleanly reopened log's first append replaces the clean checkpoint first.
+    let mut log = open(dir.path(), &config);
+    assert_eq!(
+        log.append_in_place(&mut batch(3, 100, T0), now()).unwrap(),
+        None
+    );
+    assert_eq!(log.log_end(), Offset(3));
+    fill(&mut log, 1);
+    let in_place = log
+        .append_in_place(&mut batch(3, 100, T0), now())
+        .unwrap()
+        .expect("a write into the active segment");
+    assert_eq!(
+        (in_place.base_offset, in_place.log_end),
+        (Offset(6), Offset(9))
+    );
+    // One that would roll by size, then one that would roll by age: declined, nothing
+    // changed; the ordinary append then rolls.
+    while log.size_bytes() + 400 <= u64::from(config.segment_bytes) {
+        let mut bytes = batch(3, 100, T0);
+        assert!(log.append_in_place(&mut bytes, now()).unwrap().is_some());
+    }
+    let (end, segments) = (log.log_end(), log.segment_count());
+    assert_eq!(
+        log.append_in_place(&mut batch(3, 100, T0), now()).unwrap(),
+        None
+    );
+    assert_eq!((log.log_end(), log.segment_count()), (end, segments));
+    log.append(&mut batch(3, 100, T0), now()).unwrap();
+    assert_eq!(log.segment_count(), segments + 1);
+    let later = now() + Duration::from_secs(61);
+    assert_eq!(
+        log.append_in_place(&mut batch(1, 10, T0), later).unwrap(),
+        None
+    );
+    log.append(&mut batch(1, 10, T0), later).unwrap();
+    assert_eq!(log.segment_count(), segments + 2);
+    // Invalid batches are refused in place as anywhere.
+    let mut corrupt = batch(1, 10, T0);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(log.append_in_place(&mut corrupt, later).is_err());
+    assert_every_offset_readable(&log);
+}
+
+#[test]
+fn trying_an_append_never_waits_for_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedLog::new(open(dir.path(), &small_segments()));
+    shared.append(&mut batch(1, 10, T0), now()).unwrap();
+    let tried = shared
+        .try_append_unflushed_if(&mut batch(2, 10, T0), now(), || true)
+        .unwrap();
+    assert_eq!(
+        tried,
+        TryAppend::Appended {
+            info: AppendInfo {
+                base_offset: Offset(1),
+                last_offset: Offset(2),
+                log_end: Offset(3),
+                batches: 1,
+                bytes: batch(2, 10, T0).len(),
+            },
+            log_start: Offset(0),
+        }
+    );
+    assert_eq!(shared.log_end(), Offset(3), "the log end is published");
+    let refused = shared.try_append_unflushed_if(&mut batch(1, 10, T0), now(), || false);
+    assert_eq!(refused.unwrap(), TryAppend::NotAllowed);
+    // Held by another thread (a reader here): declined at once, nothing written.
+    let tried = shared
+        .with_log(|_| {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| shared.try_append_unflushed_if(&mut batch(1, 10, T0), now(), || true))
+                    .join()
+                    .unwrap()
+            })
+        })
+        .unwrap();
+    assert_eq!(tried.unwrap(), TryAppend::WouldWait);
+    assert_eq!(shared.log_end(), Offset(3));
+}
+
+#[test]
 fn shared_log_flush_covers_every_append_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {

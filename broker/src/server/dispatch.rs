@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mq_protocol::request::{
@@ -38,7 +38,7 @@ use mq_protocol::{ErrorCode, Offset};
 use super::state::{AdminError, Broker};
 use crate::cluster::{ClusterImage, PartitionState, TopicImage};
 use crate::group::{check_group_id, ClientInfo};
-use crate::log::{FlushPolicy, LogError};
+use crate::log::{AppendInfo, FlushPolicy, LogError, LogResult, TryAppend};
 use crate::manager::{Partition, TopicPartition};
 
 /// The longest a fetch may wait, whatever it asks for.
@@ -796,33 +796,74 @@ async fn append_partition(
         Ok(open) => open,
         Err((code, message)) => return PartitionAppend::Failed(code, message),
     };
-    let appended = tokio::task::spawn_blocking(move || {
-        let info = open
-            .log
-            .append_unflushed_if(&mut records, SystemTime::now(), || open.is_leader())?;
-        let log_start = open.log.with_log(|log| log.log_start())?;
-        Ok::<_, LogError>((open, info, log_start))
-    })
-    .await;
+    let appended = match append_inline(broker, &open, &mut records) {
+        Some(appended) => appended,
+        None => {
+            let open = Arc::clone(&open);
+            let appended = tokio::task::spawn_blocking(move || {
+                let info = open
+                    .log
+                    .append_unflushed_if(&mut records, SystemTime::now(), || open.is_leader())?;
+                let log_start = open.log.with_log(|log| log.log_start())?;
+                Ok(info.map(|info| (info, log_start)))
+            })
+            .await;
+            match appended {
+                Ok(appended) => appended,
+                Err(error) => {
+                    return PartitionAppend::Failed(
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        error.to_string(),
+                    )
+                }
+            }
+        }
+    };
     match appended {
-        Ok(Ok((_, None, _))) => PartitionAppend::Failed(
+        Ok(Some((info, log_start))) => PartitionAppend::Written {
+            open,
+            log_end: info.log_end,
+            base_offset: info.base_offset.to_wire(),
+            log_start: log_start.to_wire(),
+        },
+        Ok(None) => PartitionAppend::Failed(
             ErrorCode::NOT_LEADER_OR_FOLLOWER,
             format!(
                 "broker {} no longer leads {topic}-{partition}",
                 broker.node_id()
             ),
         ),
-        Ok(Ok((open, Some(info), log_start))) => PartitionAppend::Written {
-            open,
-            log_end: info.log_end,
-            base_offset: info.base_offset.to_wire(),
-            log_start: log_start.to_wire(),
-        },
-        Ok(Err(error)) => {
+        Err(error) => {
             tracing::debug!(topic, partition, %error, "produce failed");
             PartitionAppend::Failed(log_error_code(&error), error.to_string())
         }
-        Err(error) => PartitionAppend::Failed(ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()),
+    }
+}
+
+/// An append and the log start offset after it; `None` if this broker no longer leads the
+/// partition.
+type Appended = LogResult<Option<(AppendInfo, Offset)>>;
+
+/// Appends on this runtime worker when [`InlineAppends`](super::inline_appends) allows it
+/// and the log can take the append without waiting; `None` when it must go to the
+/// blocking pool instead.
+fn append_inline(broker: &Broker, open: &Partition, records: &mut [u8]) -> Option<Appended> {
+    let inline = &broker.inline_appends;
+    if !inline.allows(records.len()) {
+        return None;
+    }
+    let started = Instant::now();
+    let tried = open
+        .log
+        .try_append_unflushed_if(records, SystemTime::now(), || open.is_leader());
+    broker
+        .metrics
+        .inline_append(inline.record(started.elapsed()));
+    match tried {
+        Ok(TryAppend::Appended { info, log_start }) => Some(Ok(Some((info, log_start)))),
+        Ok(TryAppend::NotAllowed) => Some(Ok(None)),
+        Ok(TryAppend::WouldWait) => None,
+        Err(error) => Some(Err(error)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The TCP server: accepts connections (at most `max_connections` at once, and at most
 //! `max_connections_per_ip` from one address: more are closed on arrival) and serves each
-//! on its own task; runs the log manager's and the group coordinator's background work;
+//! on its own task; runs the log manager's and the group coordinator's background work
+//! and the page-cache monitor that allows inline appends;
 //! shuts down gracefully.
 //!
 //! `run` takes its listener and shutdown signal from the caller, so tests bind
@@ -8,6 +9,7 @@
 
 mod connection;
 mod dispatch;
+mod inline_appends;
 mod metrics_http;
 mod state;
 
@@ -39,6 +41,9 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         retention_interval,
         wait_for_shutdown(broker.shutting_down()),
     ));
+    let inline_monitor = tokio::spawn(
+        Arc::clone(&broker.inline_appends).monitor(wait_for_shutdown(broker.shutting_down())),
+    );
     let groups_background = tokio::spawn(
         Arc::clone(&broker.coordinator).run_background(wait_for_shutdown(broker.shutting_down())),
     );
@@ -93,6 +98,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     }
     let _ = background.await;
     let _ = groups_background.await;
+    let _ = inline_monitor.await;
     let manager = Arc::clone(&broker.manager);
     let _ = tokio::task::spawn_blocking(move || manager.close_all()).await;
     let offsets = Arc::clone(broker.coordinator.store());

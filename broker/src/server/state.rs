@@ -22,6 +22,8 @@ use crate::metrics::{GroupOffsetSnapshot, Metrics, PartitionSnapshot, Snapshot};
 use crate::offsets::{OffsetStore, OffsetsError};
 use crate::topics;
 
+use super::inline_appends::InlineAppends;
+
 /// How long a forwarded admin request, and the wait for its effect here, may take.
 const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -99,6 +101,8 @@ pub struct Broker {
     /// (`max_request_memory_bytes`): one permit per byte, held from a frame's length prefix
     /// until its request is answered.
     pub request_memory: Arc<Semaphore>,
+    /// Whether a small append may run on the runtime worker.
+    pub(crate) inline_appends: Arc<InlineAppends>,
     /// The controller, when this process runs it (roles `combined` and `controller`).
     pub controller: Option<Arc<Controller>>,
     /// This broker's membership of the cluster (roles `combined` and `broker`).
@@ -199,6 +203,7 @@ impl Broker {
         ));
         let (advertised_host, advertised_port) = advertised(&config, bound);
         let request_memory = Arc::new(Semaphore::new(config.max_request_memory_bytes));
+        let inline_appends = Arc::new(InlineAppends::new(config.inline_append_max_bytes));
         let image = match &controller {
             Some(controller) if node.is_none() => controller.subscribe().borrow().clone(),
             _ => Arc::new(ClusterImage::default()),
@@ -209,6 +214,7 @@ impl Broker {
             coordinator,
             metrics: Metrics::new(),
             request_memory,
+            inline_appends,
             controller,
             node,
             image: watch::Sender::new(image),

@@ -7,11 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mq_tools::bench::{BenchArgs, Scenario};
 
-/// Reuses freed batch and fetch buffers instead of returning them to the kernel (see the
-/// workspace manifest), as the broker does, so the harness spends its core on the load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Load-test a broker: throughput and latency percentiles (hdrhistogram).
 ///
 /// Prints a progress line on stderr every second and the report on stdout: records, bytes,

@@ -1,23 +1,27 @@
-//! The producing side of a run: `--producers` threads, each with its own client and
-//! [`Producer`], taking tickets from the shared [`Sequencer`], sleeping until each is due
-//! (open loop), and sending the records; and, per producer and partition, a task that awaits
-//! the deliveries and records each one's latency, from its ticket's send time to its
-//! acknowledgement.
-//!
-//! Senders are OS threads, not tasks, because tokio's timers have millisecond resolution:
-//! an open loop paced by them would add up to a millisecond of the harness's own lateness
-//! to every latency. A thread sleeps with the system's (tens of microseconds) and hands each
-//! record to the runtime with [`Handle::block_on`].
+//! The producing side of a run: `--producers` senders, each with its own client and
+//! [`Producer`], taking tickets from the shared [`Sequencer`] and sending the records; and,
+//! per producer and partition, a task that awaits the deliveries and records each one's
+//! latency, from its ticket's send time to its acknowledgement.
 //!
 //! Records go to explicit partitions, in runs of about one batch per partition (as the
 //! client's sticky partitioning would do), so that each partition's deliveries can be awaited
 //! in send order: the client completes a partition's records in that order, so awaiting
 //! them in order measures each at its own acknowledgement.
 //!
-//! A closed loop (no `--rate`) hands each run to the client at once with
-//! [`Producer::send_batch`], as a load generator holding many records would: one delivery per
-//! run instead of one per record, and each record's latency still counted from its own
-//! ticket. An open loop sends each record at its own time with [`Producer::send`].
+//! How each load sends, and why:
+//! - **Closed loop** (no `--rate`): an OS thread per producer hands each run to the client at
+//!   once with [`Producer::send_batch`] through [`Handle::block_on`], as a load generator
+//!   holding many records would: one delivery per run instead of one per record, each
+//!   record's latency still counted from its own ticket. Encoding batches on their own
+//!   thread leaves the runtime's threads to the network.
+//! - **Open loop** (`--rate`): a task per producer on the runtime sends each record at its
+//!   own time with [`Producer::send`], as an async application does. Sending from another
+//!   thread would add a thread wake-up to every record (the runtime's worker sleeps between
+//!   records): 50-60 µs at the median on our test VM, which is the harness's, not the
+//!   broker's. tokio's timers have millisecond resolution, so the task sleeps with them
+//!   until [`SPIN_BEFORE`] ahead of each send and then yields until it is due (see
+//!   [`wait_until`]): at rates above a few hundred records per second the task keeps its
+//!   core busy, and its sends are on time to within microseconds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,19 +154,25 @@ impl Producers {
                 acks,
             };
             let (done, outcome) = oneshot::channel();
-            std::thread::Builder::new()
-                .name(format!("mq-bench-producer-{index}"))
-                .spawn(move || {
-                    let _ = done.send(sender.run());
-                })
-                .context("starting a producer thread")?;
+            if sequencer.schedule().is_open_loop() {
+                tokio::spawn(async move {
+                    let _ = done.send(sender.run_open_loop().await);
+                });
+            } else {
+                std::thread::Builder::new()
+                    .name(format!("mq-bench-producer-{index}"))
+                    .spawn(move || {
+                        let _ = done.send(sender.run_closed_loop());
+                    })
+                    .context("starting a producer thread")?;
+            }
             finished.push(outcome);
         }
         let mut outcome = Ok(());
         for thread in finished {
             let result = thread
                 .await
-                .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")));
+                .unwrap_or_else(|_| Err(anyhow!("a producer panicked")));
             if let Err(error) = result {
                 sequencer.stop();
                 outcome = outcome.and(Err(error));
@@ -179,11 +189,11 @@ impl Producers {
     }
 }
 
-/// One producer's sending thread.
+/// One producer's sending loop: a task (open loop) or a thread (closed loop).
 struct SendLoop {
     /// The runtime the producer's tasks live on.
     runtime: Handle,
-    /// This thread's producer.
+    /// This loop's producer.
     producer: Producer,
     /// What to send.
     job: Arc<ProduceJob>,
@@ -198,50 +208,43 @@ struct SendLoop {
 }
 
 impl SendLoop {
-    fn run(self) -> anyhow::Result<()> {
-        let outcome = if self.sequencer.schedule().is_open_loop() {
-            self.run_open_loop()
-        } else {
-            self.run_closed_loop()
-        };
-        if outcome.is_err() {
-            self.sequencer.stop();
-        }
-        outcome.with_context(|| format!("sending to topic '{}'", self.job.topic))
-    }
-
-    /// Each record at its ticket's time, alone.
-    fn run_open_loop(&self) -> anyhow::Result<()> {
+    /// Each record at its ticket's time, alone. Runs as a task on the runtime.
+    async fn run_open_loop(self) -> anyhow::Result<()> {
         let job = &*self.job;
         let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
         let mut sent = 0u64;
-        while let Some(ticket) = self.sequencer.next(self.clock.now_ns()) {
-            sleep_until(self.clock.instant_at(ticket.send_ns));
-            let partition = partition_for(self.index, sent, job.partitions, run_length);
-            let record = ProducerRecord::new(job.topic.clone(), self.value(&ticket))
-                .with_partition(partition);
-            let delivery = self.runtime.block_on(self.producer.send(record))?;
-            if !self.queue(partition, Pending::Record { delivery, ticket }) {
-                break;
+        let outcome = async {
+            while let Some(ticket) = self.sequencer.next(self.clock.now_ns()) {
+                wait_until(self.clock.instant_at(ticket.send_ns)).await;
+                let partition = partition_for(self.index, sent, job.partitions, run_length);
+                let record = ProducerRecord::new(job.topic.clone(), self.value(&ticket))
+                    .with_partition(partition);
+                let delivery = self.producer.send(record).await?;
+                if !self.queue(partition, Pending::Record { delivery, ticket }) {
+                    break;
+                }
+                sent += 1;
             }
-            sent += 1;
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.finish(outcome)
     }
 
-    /// Runs of about a batch per partition, each handed over at once.
-    fn run_closed_loop(&self) -> anyhow::Result<()> {
+    /// Runs of about a batch per partition, each handed over at once. Runs on its own
+    /// thread.
+    fn run_closed_loop(self) -> anyhow::Result<()> {
         let job = &*self.job;
         let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
         let mut sent = 0u64;
-        loop {
+        let outcome = (|| loop {
             let partition = partition_for(self.index, sent, job.partitions, run_length);
             let now_ns = self.clock.now_ns();
             let tickets: Vec<Ticket> = std::iter::from_fn(|| self.sequencer.next(now_ns))
                 .take(usize::try_from(run_length).unwrap_or(usize::MAX))
                 .collect();
             if tickets.is_empty() {
-                break;
+                return Ok(());
             }
             let timestamp = mq_client::producer::now_ms();
             let records = tickets
@@ -253,10 +256,18 @@ impl SendLoop {
                 .block_on(self.producer.send_batch(&job.topic, partition, records))?;
             sent += tickets.len() as u64;
             if !self.queue(partition, Pending::Run { delivery, tickets }) {
-                break;
+                return Ok(());
             }
+        })();
+        self.finish(outcome)
+    }
+
+    /// Ends the load for every producer if this one failed.
+    fn finish(&self, outcome: Result<(), mq_client::ClientError>) -> anyhow::Result<()> {
+        if outcome.is_err() {
+            self.sequencer.stop();
         }
-        Ok(())
+        outcome.with_context(|| format!("sending to topic '{}'", self.job.topic))
     }
 
     /// A record's value: the payload, stamped with the ticket's send time for `e2e`.
@@ -322,24 +333,26 @@ async fn acknowledge(
     delivered
 }
 
-/// How early before a send is due the sending thread stops sleeping and starts yielding:
-/// a sleep overshoots by the kernel's timer slack and wake-up latency (a median of about
-/// 90 µs on our test VM), which an open loop would count as latency.
-const SPIN_BEFORE: Duration = Duration::from_micros(250);
+/// How early before a send is due its task stops sleeping on tokio's timer and starts
+/// yielding: the timer has millisecond resolution and fires up to a millisecond late.
+const SPIN_BEFORE: Duration = Duration::from_millis(2);
 
-/// Waits until `at` (not at all if it has passed): sleeps until shortly before, then
-/// yields the core until it is time, so that the send is not late by a sleep's overshoot.
-/// Yielding, rather than spinning, lets the client's runtime threads on the same core run.
-fn sleep_until(at: Instant) {
+/// Waits until `at` (not at all if it has passed): sleeps on tokio's timer until shortly
+/// before, then yields until it is time, so that the send is not late by the timer's
+/// resolution. Each round yields the thread to the OS too, so that other processes on the
+/// core (an `--embedded` broker) are not starved; the task's own runtime runs its other
+/// tasks and polls for I/O between rounds.
+async fn wait_until(at: Instant) {
     let now = Instant::now();
     if at <= now {
         return;
     }
     if at - now > SPIN_BEFORE {
-        std::thread::sleep(at - now - SPIN_BEFORE);
+        tokio::time::sleep_until((at - SPIN_BEFORE).into()).await;
     }
     while Instant::now() < at {
         std::thread::yield_now();
+        tokio::task::yield_now().await;
     }
 }
 

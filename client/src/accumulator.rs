@@ -35,6 +35,8 @@
 //!
 //! Every batch holds the buffer bytes its records reserved; they go back to the buffer
 //! semaphore when the batch completes or fails, which is what bounds the producer's memory.
+//! The memory of an acknowledged batch is kept, a few buffers at most, for the next batches
+//! to encode into ([`BatchBuffers`]).
 //!
 //! Time is passed in (`now`), never read here, so the rules are tested without a clock. There
 //! is no I/O here either: the producer's sender task decides where batches go.
@@ -49,6 +51,7 @@ use mq_protocol::{BatchBuilder, Compression, ErrorCode, Record};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
+use crate::batch_buffers::BatchBuffers;
 use crate::client::TopicPartition;
 use crate::delivery::{Delivery, GroupOutcome, Sink};
 use crate::error::ClientError;
@@ -277,6 +280,8 @@ pub(crate) struct Accumulator {
     force_below: u64,
     /// The producer's buffer, given back the bytes of every finished batch.
     buffer: Arc<Semaphore>,
+    /// Memory of acknowledged batches, for new ones.
+    batch_buffers: BatchBuffers,
 }
 
 impl Accumulator {
@@ -285,6 +290,12 @@ impl Accumulator {
             config.max_in_flight_per_partition >= 1,
             "a partition must be able to send a batch"
         );
+        // A batch reaches its size target plus at most one record: twice the target holds
+        // any batch that was not a single oversized record.
+        let batch_buffers = BatchBuffers::new(
+            config.max_in_flight_per_partition + 1,
+            config.batch_bytes_max.saturating_mul(2),
+        );
         Accumulator {
             config,
             partitions: BTreeMap::new(),
@@ -292,6 +303,7 @@ impl Accumulator {
             incomplete: BTreeSet::new(),
             force_below: 0,
             buffer,
+            batch_buffers,
         }
     }
     /// Appends `record` to the open batch of its partition, sealing that batch first if the
@@ -452,9 +464,12 @@ impl Accumulator {
                 // for what is known to come, so that the buffer is not regrown (and its
                 // records copied again) on the way.
                 let capacity = (self.config.batch_bytes_max + reserved_bytes).min(expected_bytes);
+                let memory = self
+                    .batch_buffers
+                    .take(mq_protocol::batch::HEADER_BYTES + capacity);
                 queue.open.insert(OpenBatch {
                     id,
-                    builder: BatchBuilder::with_capacity(self.config.compression, capacity),
+                    builder: BatchBuilder::with_buffer(self.config.compression, memory, capacity),
                     created: now,
                     deliveries: Vec::new(),
                     reserved_bytes: 0,
@@ -630,6 +645,7 @@ impl Accumulator {
             first_offset = next;
         }
         self.finish(batch.id, batch.reserved_bytes);
+        self.batch_buffers.give_back(batch.records);
     }
 
     /// Fails an in-flight batch for good: every record gets `error`, and the partition is
@@ -936,6 +952,40 @@ mod tests {
             100,
             "every reserved byte back"
         );
+    }
+
+    #[test]
+    fn an_acknowledged_batch_leaves_its_memory_to_a_later_one() {
+        let mut setup = setup(250_000);
+        let append = |setup: &mut Setup, fill: u8| {
+            let record = Record::new(1000, None, Some(Bytes::from(vec![fill; 100_000])));
+            let (sender, _) = oneshot::channel();
+            let now = setup.at(0);
+            setup
+                .accumulator
+                .append(&tp(0), &record, 100_000, sender, now)
+                .unwrap();
+        };
+        append(&mut setup, b'a');
+        append(&mut setup, b'a');
+        setup.accumulator.flush();
+        let ((), first) = setup.drain(0).batches.remove(0);
+        let address = first.records.as_ptr();
+        setup.accumulator.complete(first, Some(0));
+        append(&mut setup, b'b');
+        setup.accumulator.flush();
+        let ((), second) = setup.drain(1).batches.remove(0);
+        assert_eq!(second.records.as_ptr(), address, "the same memory");
+        assert_eq!(values(&second), ["b".repeat(100_000)]);
+        // Still held elsewhere (a connection writing it): not kept, and nothing breaks.
+        let held = second.records.clone();
+        setup.accumulator.complete(second, Some(2));
+        append(&mut setup, b'c');
+        setup.accumulator.flush();
+        let ((), third) = setup.drain(2).batches.remove(0);
+        assert_ne!(third.records.as_ptr(), address);
+        assert_eq!(values_of(&held), ["b".repeat(100_000)], "untouched");
+        assert_eq!(values(&third), ["c".repeat(100_000)]);
     }
 
     #[test]

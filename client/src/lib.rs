@@ -108,6 +108,7 @@
 
 mod accumulator;
 pub mod admin;
+mod batch_buffers;
 pub mod client;
 pub mod connection;
 pub mod consumer;

@@ -165,8 +165,19 @@ impl BatchBuilder {
     /// Like [`BatchBuilder::new`], with room for `capacity_bytes` of records before the
     /// buffer grows (pass the producer's batch size to encode without reallocation).
     pub fn with_capacity(compression: Compression, capacity_bytes: usize) -> BatchBuilder {
-        let mut buffer =
-            BytesMut::with_capacity(HEADER_BYTES + capacity_bytes.min(BATCH_BYTES_MAX));
+        BatchBuilder::with_buffer(compression, BytesMut::new(), capacity_bytes)
+    }
+
+    /// Like [`BatchBuilder::with_capacity`], encoding into `buffer`, emptied first: for
+    /// callers that recycle the memory of batches they sealed earlier (an uncompressed
+    /// batch is sealed in its builder's buffer, see [`Bytes::try_into_mut`]).
+    pub fn with_buffer(
+        compression: Compression,
+        mut buffer: BytesMut,
+        capacity_bytes: usize,
+    ) -> BatchBuilder {
+        buffer.clear();
+        buffer.reserve(HEADER_BYTES + capacity_bytes.min(BATCH_BYTES_MAX));
         buffer.put_bytes(0, HEADER_BYTES);
         BatchBuilder {
             compression,
@@ -943,6 +954,29 @@ mod tests {
         assert_eq!(builder.record_count(), 3);
         let size = builder.estimated_bytes();
         assert_eq!(builder.seal(0).unwrap().len(), size);
+    }
+
+    #[test]
+    fn a_recycled_buffer_encodes_the_same_batch_in_the_same_memory() {
+        let first: Vec<Record> = (0..50)
+            .map(|index| Record::new(1_000 + index, None, Some(Bytes::from(vec![7u8; 300]))))
+            .collect();
+        let second = vec![Record::new(5, Some(Bytes::from_static(b"k")), None)];
+        let sealed = seal(Compression::None, &first);
+        let address = sealed.as_ptr();
+        let recycled = sealed.try_into_mut().expect("the only handle");
+        let mut builder = BatchBuilder::with_buffer(Compression::None, recycled, 1024);
+        for record in &second {
+            builder.append(record).unwrap();
+        }
+        let again = builder.seal(100).unwrap();
+        assert_eq!(
+            again,
+            seal(Compression::None, &second),
+            "old bytes do not leak in"
+        );
+        assert_eq!(again.as_ptr(), address, "the memory was reused");
+        assert_eq!(decode(&again).unwrap().len(), 1);
     }
 
     #[test]

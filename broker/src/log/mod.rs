@@ -15,6 +15,7 @@
 //! Files, one type each:
 //! - `index.rs`: `OffsetIndex` and `TimeIndex`, memory-mapped; the only `unsafe`.
 //! - `segment.rs`: `Segment`, one `.log` with its indexes; the batch scanner.
+//! - `read_buffers.rs`: the memory of large reads, kept for the next ones.
 //! - `partition_log.rs`: [`PartitionLog`], the ordered segments: append, read, roll, flush,
 //!   retention, truncation, close.
 //! - `producers.rs`: idempotent producers' sequences (in memory): the order check and the
@@ -44,6 +45,7 @@ mod file_name;
 mod index;
 mod partition_log;
 mod producers;
+mod read_buffers;
 mod recovery;
 mod retention;
 mod segment;

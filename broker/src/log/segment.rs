@@ -27,6 +27,7 @@ use super::config::LogConfig;
 use super::error::{LogError, LogResult};
 use super::file_name::SegmentPaths;
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use super::read_buffers::READ_BUFFERS;
 
 /// How much of a segment the scanner reads at a time.
 const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
@@ -230,8 +231,9 @@ impl ReadPlan {
     pub fn execute(&self) -> LogResult<Bytes> {
         let len = usize::try_from(self.len).map_err(|_| LogError::OffsetOverflow)?;
         // Read into the buffer's spare capacity: no zero-filling first (a memset as costly as
-        // a quarter of the copy from the page cache).
-        let mut buffer = Vec::with_capacity(len);
+        // a quarter of the copy from the page cache). A large read reuses an earlier one's
+        // memory, already faulted in.
+        let mut buffer = READ_BUFFERS.take(len);
         while buffer.len() < len {
             let position = self.position + buffer.len() as u64;
             let read = rustix::io::pread(&*self.file, spare_capacity(&mut buffer), position)
@@ -245,7 +247,7 @@ impl ReadPlan {
         buffer.truncate(len);
         let whole = batch::whole_batches_len(&buffer);
         buffer.truncate(whole);
-        Ok(Bytes::from(buffer))
+        Ok(READ_BUFFERS.freeze(buffer))
     }
 
     /// Bytes the plan will read at most.

@@ -223,8 +223,10 @@ impl PartitionLog {
     ///
     /// Durability is the caller's: see [`PartitionLog::flush`] and [`super::SharedLog`].
     pub fn append(&mut self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
-        self.append_as(batches, now, AppendKind::Leader, Files::MayChange)?
-            .ok_or_else(|| unreachable!("only Files::Unchanged declines an append"))
+        match self.stage(batches, AppendKind::Leader)? {
+            Staged::Duplicate(info) => Ok(info),
+            Staged::Ready(staged) => self.write_staged(batches, staged, now),
+        }
     }
 
     /// Appends like [`PartitionLog::append`] if that is only a write into the active
@@ -236,7 +238,17 @@ impl PartitionLog {
         batches: &mut [u8],
         now: SystemTime,
     ) -> LogResult<Option<AppendInfo>> {
-        self.append_as(batches, now, AppendKind::Leader, Files::Unchanged)
+        match self.stage(batches, AppendKind::Leader)? {
+            Staged::Duplicate(info) => Ok(Some(info)),
+            // The offsets patched into `batches` are rewritten by whichever append takes
+            // them next.
+            Staged::Ready(staged)
+                if self.checkpointed.is_none() || self.roll_needed(batches, &staged, now) =>
+            {
+                Ok(None)
+            }
+            Staged::Ready(staged) => self.write_staged(batches, staged, now).map(Some),
+        }
     }
 
     /// Appends batches copied from another broker's log of this partition, keeping their
@@ -245,19 +257,16 @@ impl PartitionLog {
     /// recorded but not checked: the source checked them, and a copy may begin in the
     /// middle of a producer's sequence.
     pub fn append_copy(&mut self, batches: &mut [u8], now: SystemTime) -> LogResult<AppendInfo> {
-        self.append_as(batches, now, AppendKind::Copy, Files::MayChange)?
-            .ok_or_else(|| unreachable!("only Files::Unchanged declines an append"))
+        match self.stage(batches, AppendKind::Copy)? {
+            Staged::Duplicate(info) => Ok(info),
+            Staged::Ready(staged) => self.write_staged(batches, staged, now),
+        }
     }
 
-    /// Appends; `None` only under [`Files::Unchanged`], when the append would need more
-    /// than a write into the active segment.
-    fn append_as(
-        &mut self,
-        batches: &mut [u8],
-        now: SystemTime,
-        kind: AppendKind,
-        files: Files,
-    ) -> LogResult<Option<AppendInfo>> {
+    /// An append's checks and offsets, before anything is written: validates the batches,
+    /// checks producers' sequences (a repeated batch is answered with its original offsets)
+    /// and patches each header's base offset and leader epoch.
+    fn stage(&self, batches: &mut [u8], kind: AppendKind) -> LogResult<Staged> {
         self.check_online()?;
         if batches.len() > self.config.batch_bytes_max as usize {
             return Err(LogError::BatchTooLarge {
@@ -268,7 +277,7 @@ impl PartitionLog {
         let mut headers = validate_append(batches)?;
         if kind == AppendKind::Leader {
             if let Some(duplicate) = self.check_sequences(&headers)? {
-                return Ok(Some(duplicate));
+                return Ok(Staged::Duplicate(duplicate));
             }
         }
         let base_offset = self.log_end;
@@ -295,16 +304,31 @@ impl PartitionLog {
             header.partition_leader_epoch = self.leader_epoch;
             next_offset = next_offset.plus(count);
         }
-        let roll = self.roll_needed(batches.len(), headers.len(), next_offset, now);
-        if files == Files::Unchanged && (roll || self.checkpointed.is_none()) {
-            // The offsets patched into `batches` are rewritten by whichever append takes
-            // them next.
-            return Ok(None);
-        }
+        Ok(Staged::Ready(StagedAppend {
+            headers,
+            base_offset,
+            next_offset,
+        }))
+    }
+
+    /// Writes a staged append: the checkpoint first if the log has none since it opened,
+    /// a new segment if the active one cannot take it, then the batches.
+    fn write_staged(
+        &mut self,
+        batches: &[u8],
+        staged: StagedAppend,
+        now: SystemTime,
+    ) -> LogResult<AppendInfo> {
+        let roll = self.roll_needed(batches, &staged, now);
         self.mark_dirty()?;
         if roll {
             self.roll(now)?;
         }
+        let StagedAppend {
+            headers,
+            base_offset,
+            next_offset,
+        } = staged;
         let active = self
             .segments
             .values_mut()
@@ -323,13 +347,13 @@ impl PartitionLog {
         for (_, header) in &headers {
             self.producers.record(header);
         }
-        Ok(Some(AppendInfo {
+        Ok(AppendInfo {
             base_offset,
             last_offset: Offset(next_offset.0 - 1),
             log_end: next_offset,
             batches: headers.len(),
             bytes: batches.len(),
-        }))
+        })
     }
 
     /// Reads whole batches starting with the one that holds `from`, up to about `max_bytes`
@@ -731,16 +755,12 @@ impl PartitionLog {
         self.log_start = log_start;
     }
 
-    /// Whether an append of `bytes` in `batches` batches, ending at `next_offset`, must
-    /// first roll the active segment: it would grow too big or is too old, its indexes are
-    /// full, or its relative offsets would overflow. An empty segment is never rolled.
-    fn roll_needed(
-        &self,
-        bytes: usize,
-        batches: usize,
-        next_offset: Offset,
-        now: SystemTime,
-    ) -> bool {
+    /// Whether the staged append of `batches` must first roll the active segment: it
+    /// would grow too big or is too old, its indexes are full, or its relative offsets
+    /// would overflow. An empty segment is never rolled.
+    fn roll_needed(&self, batches: &[u8], staged: &StagedAppend, now: SystemTime) -> bool {
+        let (bytes, batch_count, next_offset) =
+            (batches.len(), staged.headers.len(), staged.next_offset);
         let active = self.active();
         if active.size() == 0 {
             return false;
@@ -750,7 +770,7 @@ impl PartitionLog {
             .created_at()
             .and_then(|created| now.duration_since(created).ok())
             .is_some_and(|age| age >= self.config.segment_age);
-        let index_full = !active.indexes_have_room(batches);
+        let index_full = !active.indexes_have_room(batch_count);
         let offsets_overflow = next_offset.0 - active.base_offset().0 > u64::from(u32::MAX);
         too_big || too_old || index_full || offsets_overflow
     }
@@ -877,13 +897,24 @@ enum AppendKind {
     Copy,
 }
 
-/// What an append may do besides writing into the active segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Files {
-    /// Roll a segment and write the checkpoint when needed.
-    MayChange,
-    /// Nothing: the append is declined if it needs either.
-    Unchanged,
+/// An append checked and given its offsets, nothing written yet.
+#[derive(Debug)]
+enum Staged {
+    /// Every batch repeats one already in the log: answered with its original offsets.
+    Duplicate(AppendInfo),
+    /// To be written.
+    Ready(StagedAppend),
+}
+
+/// The batches of a staged append and the offsets they were given.
+#[derive(Debug)]
+struct StagedAppend {
+    /// Each batch's position in the append and its (patched) header.
+    headers: Vec<(usize, BatchHeader)>,
+    /// The first batch's base offset.
+    base_offset: Offset,
+    /// The log end after the append.
+    next_offset: Offset,
 }
 
 /// Milliseconds since the Unix epoch (negative before it).

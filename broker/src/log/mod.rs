@@ -57,4 +57,4 @@ pub use config::{ConfigError, FlushPolicy, LogConfig};
 pub use error::{LogError, LogResult};
 pub use partition_log::{AppendInfo, FlushJob, PartitionLog, RetentionOutcome};
 pub use segment::ReadPlan;
-pub use shared::{SharedLog, TryAppend};
+pub use shared::{Appended, SharedLog, TryAppend};

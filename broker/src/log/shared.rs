@@ -89,17 +89,20 @@ impl SharedLog {
         batches: &mut [u8],
         now: SystemTime,
         allowed: impl FnOnce() -> bool,
-    ) -> LogResult<Option<AppendInfo>> {
-        let info = {
+    ) -> LogResult<Option<Appended>> {
+        let appended = {
             let mut log = self.lock_write()?;
             if !allowed() {
                 return Ok(None);
             }
-            log.append(batches, now)?
+            let info = log.append(batches, now)?;
+            Appended {
+                info,
+                log_start: log.log_start(),
+            }
         };
-        self.log_end
-            .send_if_modified(|log_end| advance(log_end, info.log_end));
-        Ok(Some(info))
+        self.published(appended);
+        Ok(Some(appended))
     }
 
     /// Appends batches like [`SharedLog::append_unflushed_if`] if that cannot wait on
@@ -114,7 +117,7 @@ impl SharedLog {
         now: SystemTime,
         allowed: impl FnOnce() -> bool,
     ) -> LogResult<TryAppend> {
-        let (info, log_start) = {
+        let appended = {
             let mut log = match self.log.try_write() {
                 Ok(log) => log,
                 Err(TryLockError::WouldBlock) => return Ok(TryAppend::WouldWait),
@@ -128,13 +131,21 @@ impl SharedLog {
                 return Ok(TryAppend::NotAllowed);
             }
             match log.append_in_place(batches, now)? {
-                Some(info) => (info, log.log_start()),
+                Some(info) => Appended {
+                    info,
+                    log_start: log.log_start(),
+                },
                 None => return Ok(TryAppend::WouldWait),
             }
         };
+        self.published(appended);
+        Ok(TryAppend::Appended(appended))
+    }
+
+    /// Publishes the log end an append moved, once the lock is released.
+    fn published(&self, appended: Appended) {
         self.log_end
-            .send_if_modified(|log_end| advance(log_end, info.log_end));
-        Ok(TryAppend::Appended { info, log_start })
+            .send_if_modified(|log_end| advance(log_end, appended.info.log_end));
     }
 
     /// Appends batches copied from another broker's log (see
@@ -261,16 +272,20 @@ impl SharedLog {
     }
 }
 
+/// An append to a [`SharedLog`], with the log start read under the same lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// What the append did.
+    pub info: AppendInfo,
+    /// The log start offset just after it.
+    pub log_start: Offset,
+}
+
 /// The outcome of [`SharedLog::try_append_unflushed_if`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TryAppend {
     /// Appended.
-    Appended {
-        /// What the append did.
-        info: AppendInfo,
-        /// The log start offset just after it.
-        log_start: Offset,
-    },
+    Appended(Appended),
     /// Refused: `allowed` said no.
     NotAllowed,
     /// Nothing done: the append would have waited for the log's lock or for file work.

@@ -778,7 +778,7 @@ fn trying_an_append_never_waits_for_the_lock() {
         .unwrap();
     assert_eq!(
         tried,
-        TryAppend::Appended {
+        TryAppend::Appended(Appended {
             info: AppendInfo {
                 base_offset: Offset(1),
                 last_offset: Offset(2),
@@ -787,7 +787,7 @@ fn trying_an_append_never_waits_for_the_lock() {
                 bytes: batch(2, 10, T0).len(),
             },
             log_start: Offset(0),
-        }
+        })
     );
     assert_eq!(shared.log_end(), Offset(3), "the log end is published");
     let refused = shared.try_append_unflushed_if(&mut batch(1, 10, T0), now(), || false);

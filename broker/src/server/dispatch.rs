@@ -38,7 +38,7 @@ use mq_protocol::{ErrorCode, Offset};
 use super::state::{AdminError, Broker};
 use crate::cluster::{ClusterImage, PartitionState, TopicImage};
 use crate::group::{check_group_id, ClientInfo};
-use crate::log::{AppendInfo, FlushPolicy, LogError, LogResult, TryAppend};
+use crate::log::{Appended, FlushPolicy, LogError, LogResult, TryAppend};
 use crate::manager::{Partition, TopicPartition};
 
 /// The longest a fetch may wait, whatever it asks for.
@@ -801,11 +801,8 @@ async fn append_partition(
         None => {
             let open = Arc::clone(&open);
             let appended = tokio::task::spawn_blocking(move || {
-                let info = open
-                    .log
-                    .append_unflushed_if(&mut records, SystemTime::now(), || open.is_leader())?;
-                let log_start = open.log.with_log(|log| log.log_start())?;
-                Ok(info.map(|info| (info, log_start)))
+                open.log
+                    .append_unflushed_if(&mut records, SystemTime::now(), || open.is_leader())
             })
             .await;
             match appended {
@@ -820,7 +817,7 @@ async fn append_partition(
         }
     };
     match appended {
-        Ok(Some((info, log_start))) => PartitionAppend::Written {
+        Ok(Some(Appended { info, log_start })) => PartitionAppend::Written {
             open,
             log_end: info.log_end,
             base_offset: info.base_offset.to_wire(),
@@ -840,14 +837,15 @@ async fn append_partition(
     }
 }
 
-/// An append and the log start offset after it; `None` if this broker no longer leads the
-/// partition.
-type Appended = LogResult<Option<(AppendInfo, Offset)>>;
-
 /// Appends on this runtime worker when [`InlineAppends`](super::inline_appends) allows it
 /// and the log can take the append without waiting; `None` when it must go to the
 /// blocking pool instead.
-fn append_inline(broker: &Broker, open: &Partition, records: &mut [u8]) -> Option<Appended> {
+/// The inner `None`: this broker no longer leads the partition.
+fn append_inline(
+    broker: &Broker,
+    open: &Partition,
+    records: &mut [u8],
+) -> Option<LogResult<Option<Appended>>> {
     let inline = &broker.inline_appends;
     if !inline.allows(records.len()) {
         return None;
@@ -860,7 +858,7 @@ fn append_inline(broker: &Broker, open: &Partition, records: &mut [u8]) -> Optio
         .metrics
         .inline_append(inline.record(started.elapsed()));
     match tried {
-        Ok(TryAppend::Appended { info, log_start }) => Some(Ok(Some((info, log_start)))),
+        Ok(TryAppend::Appended(appended)) => Some(Ok(Some(appended))),
         Ok(TryAppend::NotAllowed) => Some(Ok(None)),
         Ok(TryAppend::WouldWait) => None,
         Err(error) => Some(Err(error)),

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use mq_client::protocol::Record;
 use mq_client::{
-    BatchDeliveryFuture, Bytes, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+    BatchDeliveryFuture, Bytes, ClientError, DeliveryFuture, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -210,34 +211,42 @@ struct SendLoop {
 impl SendLoop {
     /// Each record at its ticket's time, alone. Runs as a task on the runtime.
     async fn run_open_loop(self) -> anyhow::Result<()> {
-        let job = &*self.job;
-        let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
-        let mut sent = 0u64;
-        let outcome = async {
-            while let Some(ticket) = self.sequencer.next(self.clock.now_ns()) {
-                wait_until(self.clock.instant_at(ticket.send_ns)).await;
-                let partition = partition_for(self.index, sent, job.partitions, run_length);
-                let record = ProducerRecord::new(job.topic.clone(), self.value(&ticket))
-                    .with_partition(partition);
-                let delivery = self.producer.send(record).await?;
-                if !self.queue(partition, Pending::Record { delivery, ticket }) {
-                    break;
-                }
-                sent += 1;
-            }
-            Ok(())
-        }
-        .await;
+        let outcome = self.send_records().await;
         self.finish(outcome)
     }
 
     /// Runs of about a batch per partition, each handed over at once. Runs on its own
     /// thread.
     fn run_closed_loop(self) -> anyhow::Result<()> {
+        let outcome = self.send_runs();
+        self.finish(outcome)
+    }
+
+    /// The open loop's sends, until the tickets run out.
+    async fn send_records(&self) -> Result<(), ClientError> {
         let job = &*self.job;
         let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
         let mut sent = 0u64;
-        let outcome = (|| loop {
+        while let Some(ticket) = self.sequencer.next(self.clock.now_ns()) {
+            wait_until(self.clock.instant_at(ticket.send_ns)).await;
+            let partition = partition_for(self.index, sent, job.partitions, run_length);
+            let record = ProducerRecord::new(job.topic.clone(), self.value(&ticket))
+                .with_partition(partition);
+            let delivery = self.producer.send(record).await?;
+            if !self.queue(partition, Pending::Record { delivery, ticket }) {
+                break;
+            }
+            sent += 1;
+        }
+        Ok(())
+    }
+
+    /// The closed loop's sends, until the tickets run out.
+    fn send_runs(&self) -> Result<(), ClientError> {
+        let job = &*self.job;
+        let run_length = records_per_batch(job.config.batch_bytes_max, job.payload.len());
+        let mut sent = 0u64;
+        loop {
             let partition = partition_for(self.index, sent, job.partitions, run_length);
             let now_ns = self.clock.now_ns();
             let tickets: Vec<Ticket> = std::iter::from_fn(|| self.sequencer.next(now_ns))
@@ -258,12 +267,11 @@ impl SendLoop {
             if !self.queue(partition, Pending::Run { delivery, tickets }) {
                 return Ok(());
             }
-        })();
-        self.finish(outcome)
+        }
     }
 
     /// Ends the load for every producer if this one failed.
-    fn finish(&self, outcome: Result<(), mq_client::ClientError>) -> anyhow::Result<()> {
+    fn finish(&self, outcome: Result<(), ClientError>) -> anyhow::Result<()> {
         if outcome.is_err() {
             self.sequencer.stop();
         }

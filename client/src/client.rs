@@ -105,11 +105,7 @@ pub struct Broker {
 impl Broker {
     /// `host:port`, with an IPv6 host in brackets.
     pub fn address(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        mq_protocol::types::host_port(&self.host, self.port)
     }
 }
 

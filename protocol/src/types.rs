@@ -1,4 +1,5 @@
-//! Newtypes for the domain's numbers, so that an offset is never confused with a byte position.
+//! Newtypes for the domain's numbers, so that an offset is never confused with a byte position,
+//! and how a broker's address is written.
 
 use std::fmt;
 
@@ -33,5 +34,27 @@ impl Offset {
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A broker's `host:port` as clients dial it, with an IPv6 host in brackets.
+pub fn host_port(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_brackets_bare_ipv6_hosts_only() {
+        assert_eq!(host_port("127.0.0.1", 9092), "127.0.0.1:9092");
+        assert_eq!(host_port("broker-1.example", 9092), "broker-1.example:9092");
+        assert_eq!(host_port("::1", 9700), "[::1]:9700");
+        assert_eq!(host_port("[::1]", 9700), "[::1]:9700");
     }
 }

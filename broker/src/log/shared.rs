@@ -6,6 +6,11 @@
 //! fsync or runs the next one, which covers everyone who arrived meanwhile. So concurrent
 //! writers share fsyncs (group commit), and under load each fsync covers many appends.
 //!
+//! Waiters that must not hold a thread each (a broker's acks=all produce requests) use
+//! [`SharedLog::claim_flusher`] and [`SharedLog::flush_rounds`] instead: one of them at a
+//! time runs fsyncs on a thread until everything appended is durable, and the others wait
+//! on the flushed offset's watch.
+//!
 //! Reads take the read lock only to locate their bytes; the bytes are read after it is
 //! released. Two watermarks are published for waiters: the log end (for long-poll fetches)
 //! and the flushed offset (for acknowledgements after fsync).
@@ -13,7 +18,7 @@
 //! The blocking methods do file I/O: call them from a blocking context (for example
 //! `tokio::task::spawn_blocking`), never directly on an async runtime's worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::SystemTime;
 
@@ -32,6 +37,8 @@ pub struct SharedLog {
     log: RwLock<PartitionLog>,
     /// Held by the one thread running an fsync, so that fsyncs do not pile up.
     flush_lock: Mutex<()>,
+    /// Set while a caller that claimed it runs [`SharedLog::flush_rounds`].
+    flusher_claimed: AtomicBool,
     /// Everything below this offset is durable.
     flushed: watch::Sender<Offset>,
     /// The log end offset: records below it can be read.
@@ -52,6 +59,7 @@ impl SharedLog {
         SharedLog {
             log: RwLock::new(log),
             flush_lock: Mutex::new(()),
+            flusher_claimed: AtomicBool::new(false),
             flushed,
             log_end,
             flush_policy,
@@ -194,6 +202,46 @@ impl SharedLog {
         Ok(())
     }
 
+    /// Claims the flusher's role: `true` if no one held it, and the caller must now run
+    /// [`SharedLog::flush_rounds`]; `false` if a flusher is at work, whose rounds will cover
+    /// every append made before this call (wait on [`SharedLog::subscribe_flushed`], and
+    /// claim again whenever it changes: the flusher may have stopped just short).
+    pub fn claim_flusher(&self) -> bool {
+        !self.flusher_claimed.swap(true, Ordering::SeqCst)
+    }
+
+    /// For the caller that [claimed](SharedLog::claim_flusher) the flusher's role: runs
+    /// fsyncs until everything appended is durable, each covering what was appended while
+    /// the one before it ran, and gives the role up. The role is given up before the last
+    /// check for more, and claimed again if there is more, so an append whose waiter found
+    /// the role taken is always covered. On failure (the log is then offline), the flushed
+    /// watch's waiters are woken, to claim the role and find the failure themselves.
+    /// Blocking.
+    pub fn flush_rounds(&self) -> LogResult<()> {
+        self.flush_rounds_of(|log| log.flush_to(log.log_end()))
+    }
+
+    /// [`SharedLog::flush_rounds`], with each round's work given, so that tests can append
+    /// between a round's fsync and the role's release.
+    pub(super) fn flush_rounds_of(
+        &self,
+        mut round: impl FnMut(&SharedLog) -> LogResult<()>,
+    ) -> LogResult<()> {
+        loop {
+            let result = {
+                let _role = FlusherRole(&self.flusher_claimed);
+                round(self)
+            };
+            if let Err(error) = result {
+                self.flushed.send_modify(|_| {});
+                return Err(error);
+            }
+            if self.flushed() >= self.log_end() || !self.claim_flusher() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Reads whole batches from `from` (see [`PartitionLog::read`]), holding the lock only to
     /// locate them. Blocking.
     pub fn read(&self, from: Offset, max_bytes: u64) -> LogResult<Bytes> {
@@ -269,6 +317,16 @@ impl SharedLog {
         self.log.write().map_err(|poisoned| LogError::Offline {
             path: poisoned.get_ref().dir().to_path_buf(),
         })
+    }
+}
+
+/// The flusher's role, given up when dropped (also if a flush panics, so the role is never
+/// lost).
+struct FlusherRole<'a>(&'a AtomicBool);
+
+impl Drop for FlusherRole<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -865,6 +865,110 @@ fn concurrent_durable_appends_share_fsyncs_and_keep_offsets_dense() {
 }
 
 #[test]
+fn the_flusher_role_is_held_by_one_caller_and_given_up_after_its_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    let shared = SharedLog::new(open(dir.path(), &config));
+    let appended = shared.append(&mut batch(1, 10, T0), now()).unwrap();
+    assert!(shared.claim_flusher());
+    assert!(!shared.claim_flusher(), "one flusher at a time");
+    shared.flush_rounds().unwrap();
+    assert_eq!(shared.flushed(), appended.log_end);
+    assert_eq!(shared.flush_count(), 1);
+    assert!(shared.claim_flusher(), "the rounds gave the role up");
+    shared.flush_rounds().unwrap();
+    assert_eq!(shared.flush_count(), 1, "nothing new: no fsync");
+    assert!(shared.claim_flusher(), "given up again");
+}
+
+#[test]
+fn an_append_made_while_the_last_round_ends_gets_a_round_of_its_own() {
+    // The race the flusher's rounds close: an append lands after a round's fsync was
+    // fixed, and its waiter finds the role still taken, so it leaves the fsync to the
+    // flusher. The flusher must see it before it stops.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    let shared = SharedLog::new(open(dir.path(), &config));
+    shared.append(&mut batch(1, 10, T0), now()).unwrap();
+    assert!(shared.claim_flusher());
+    let mut late = None;
+    shared
+        .flush_rounds_of(|log| {
+            log.flush_to(log.log_end())?;
+            if late.is_none() {
+                late = Some(log.append(&mut batch(1, 10, T0), now())?.log_end);
+                assert!(!log.claim_flusher(), "the role is still held");
+            }
+            Ok(())
+        })
+        .unwrap();
+    let late = late.unwrap();
+    assert_eq!(shared.flushed(), late, "the late append was flushed too");
+    assert_eq!(shared.flush_count(), 2);
+    assert!(shared.claim_flusher(), "and the role was given up");
+}
+
+#[test]
+fn waiters_that_find_the_flusher_role_taken_are_covered_by_its_rounds() {
+    // Each thread appends and then waits as an acks=all produce request does: it runs the
+    // rounds if it can claim the flusher's role, and otherwise waits for the flushed offset
+    // to move and tries again. Every waiter must be covered, within a bound.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    let shared = std::sync::Arc::new(SharedLog::new(open(dir.path(), &config)));
+    let threads = 8;
+    let appends_each = 50;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let shared = std::sync::Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for _ in 0..appends_each {
+                    let info = shared
+                        .append_unflushed(&mut batch(2, 64, T0), now())
+                        .unwrap();
+                    let mut flushed = shared.subscribe_flushed();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    loop {
+                        if *flushed.borrow_and_update() >= info.log_end {
+                            break;
+                        }
+                        if shared.claim_flusher() {
+                            shared.flush_rounds().unwrap();
+                            continue;
+                        }
+                        while !flushed.has_changed().unwrap() {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "a waiter was left uncovered: flushed {} < {}",
+                                shared.flushed(),
+                                info.log_end
+                            );
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    assert_eq!(shared.log_end(), Offset(2 * threads * appends_each));
+    assert_eq!(shared.flushed(), shared.log_end());
+    assert!(shared.flush_count() <= threads * appends_each);
+    assert!(shared.claim_flusher(), "the role was given up at the end");
+}
+
+#[test]
 fn periodic_checkpoints_write_only_what_moved() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments();

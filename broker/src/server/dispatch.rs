@@ -866,25 +866,68 @@ fn append_inline(
 }
 
 /// With `acks=all` under the `always` policy, waits until the appended range is fsynced.
+/// Holds no thread while it waits: of all the requests waiting on a log, one at a time starts
+/// the fsyncs on the blocking pool
+/// ([`SharedLog::flush_rounds`](crate::log::SharedLog::flush_rounds)), and every one of
+/// them answers when the flushed offset covers its range, or when the rounds fail.
 async fn wait_durable(
     acks: i16,
     open: Arc<Partition>,
     log_end: Offset,
     deadline: tokio::time::Instant,
 ) -> Result<(), (ErrorCode, String)> {
-    if acks != -1 || open.log.flush_policy() != FlushPolicy::Always || open.log.flushed() >= log_end
-    {
+    if acks != -1 || open.log.flush_policy() != FlushPolicy::Always {
         return Ok(());
     }
-    let flush = tokio::task::spawn_blocking(move || open.log.flush_to(log_end));
-    match tokio::time::timeout_at(deadline, flush).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(error))) => Err((log_error_code(&error), error.to_string())),
-        Ok(Err(error)) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string())),
-        Err(_) => Err((
+    let timed_out = || {
+        (
             ErrorCode::REQUEST_TIMED_OUT,
             "the write was not durable within the request's timeout".to_string(),
-        )),
+        )
+    };
+    let mut flushed = open.log.subscribe_flushed();
+    loop {
+        if *flushed.borrow_and_update() >= log_end {
+            return Ok(());
+        }
+        if open.log.claim_flusher() {
+            let flusher = Arc::clone(&open);
+            let mut rounds = tokio::task::spawn_blocking(move || flusher.log.flush_rounds());
+            // Answer as soon as this range is durable: the rounds go on for later appends,
+            // and this request's acknowledgement must not wait for them.
+            let covered_or_ended = async {
+                loop {
+                    tokio::select! {
+                        ended = &mut rounds => return Some(ended),
+                        changed = flushed.changed() => {
+                            if changed.is_err() || *flushed.borrow() >= log_end {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, covered_or_ended).await {
+                Ok(None | Some(Ok(Ok(())))) => continue,
+                Ok(Some(Ok(Err(error)))) => {
+                    return Err((log_error_code(&error), error.to_string()))
+                }
+                Ok(Some(Err(error))) => {
+                    return Err((ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))
+                }
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        match tokio::time::timeout_at(deadline, flushed.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err((
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    "the partition's log was closed".to_string(),
+                ))
+            }
+            Err(_) => return Err(timed_out()),
+        }
     }
 }
 

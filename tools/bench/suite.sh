@@ -15,8 +15,8 @@
 # consume as on a server that has been up for a while: the page cache is first filled with
 # clean file data (RAM + 2 GiB, written once, about a minute), and no run deletes its data or
 # drops the cache until the scenario ends, so the broker's writes reuse memory the guest
-# holds, reclaiming old pages as a long-running broker does. That needs RAM + 2 GiB +
-# 4 GB per run of free disk. MEMORY=cold drops the page cache before each run instead, and
+# holds, reclaiming old pages as a long-running broker does. That needs RAM + 2 GiB of free
+# disk, plus 4 GB per produce run and 2 GB per consume run. MEMORY=cold drops the page cache before each run instead, and
 # measures a page-cache dd before and after each acks=1 run. The other scenarios always drop
 # the cache first, after waiting for the guest to finish handing back what the full page cache
 # held (it slows the machine meanwhile: batch1's p99 was 5-8 ms right after, 0.12 ms later).

@@ -34,6 +34,7 @@ use mq_protocol::response::{
     TopicErrorsResponse, TopicMetadata,
 };
 use mq_protocol::{ErrorCode, Offset};
+use tokio_util::task::TaskTracker;
 
 use super::state::{AdminError, Broker};
 use crate::cluster::{ClusterImage, PartitionState, TopicImage};
@@ -694,6 +695,8 @@ pub(crate) struct PendingProduce {
     timeout: Duration,
     /// Per topic, per partition: the outcome of the append.
     topics: Vec<(String, Vec<(i32, PartitionAppend)>)>,
+    /// Where to start fsync rounds, so that shutdown waits for them.
+    durability_rounds: TaskTracker,
 }
 
 /// The outcome of appending to one partition.
@@ -737,6 +740,7 @@ pub(crate) async fn produce_append(
         acks,
         timeout: Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0)),
         topics,
+        durability_rounds: broker.durability_rounds.clone(),
     }
 }
 
@@ -755,9 +759,15 @@ pub(crate) async fn produce_complete(pending: PendingProduce) -> Option<ProduceR
                     log_end,
                     base_offset,
                     log_start,
-                } => wait_durable(pending.acks, open, log_end, deadline)
-                    .await
-                    .map(|()| (base_offset, log_start)),
+                } => wait_durable(
+                    pending.acks,
+                    open,
+                    log_end,
+                    deadline,
+                    &pending.durability_rounds,
+                )
+                .await
+                .map(|()| (base_offset, log_start)),
                 PartitionAppend::Failed(code, message) => Err((code, message)),
             };
             responses.push(match outcome {
@@ -875,6 +885,7 @@ async fn wait_durable(
     open: Arc<Partition>,
     log_end: Offset,
     deadline: tokio::time::Instant,
+    rounds_tracker: &TaskTracker,
 ) -> Result<(), (ErrorCode, String)> {
     if acks != -1 || open.log.flush_policy() != FlushPolicy::Always {
         return Ok(());
@@ -892,7 +903,7 @@ async fn wait_durable(
         }
         if open.log.claim_flusher() {
             let flusher = Arc::clone(&open);
-            let mut rounds = tokio::task::spawn_blocking(move || flusher.log.flush_rounds());
+            let mut rounds = rounds_tracker.spawn_blocking(move || flusher.log.flush_rounds());
             // Answer as soon as this range is durable: the rounds go on for later appends,
             // and this request's acknowledgement must not wait for them.
             let covered_or_ended = async {

@@ -99,6 +99,15 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     let _ = background.await;
     let _ = groups_background.await;
     let _ = inline_monitor.await;
+    // An fsync round started for acks=all requests may outlive the requests it answered,
+    // holding its partition for a moment: the logs close once it is done.
+    broker.durability_rounds.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, broker.durability_rounds.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("fsyncs still running after the grace period; closing logs anyway");
+    }
     let manager = Arc::clone(&broker.manager);
     let _ = tokio::task::spawn_blocking(move || manager.close_all()).await;
     let offsets = Arc::clone(broker.coordinator.store());

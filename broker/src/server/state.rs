@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use mq_protocol::ErrorCode;
 use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use mq_protocol::request::Request;
 use mq_protocol::response::Response;
@@ -103,6 +104,10 @@ pub struct Broker {
     pub request_memory: Arc<Semaphore>,
     /// Whether a small append may run on the runtime worker.
     pub(crate) inline_appends: Arc<InlineAppends>,
+    /// The fsync rounds that acks=all produce requests started (see `wait_durable`): they
+    /// may outlive the requests they answered, and shutdown waits for them before it
+    /// closes the logs.
+    pub(crate) durability_rounds: TaskTracker,
     /// The controller, when this process runs it (roles `combined` and `controller`).
     pub controller: Option<Arc<Controller>>,
     /// This broker's membership of the cluster (roles `combined` and `broker`).
@@ -215,6 +220,7 @@ impl Broker {
             metrics: Metrics::new(),
             request_memory,
             inline_appends,
+            durability_rounds: TaskTracker::new(),
             controller,
             node,
             image: watch::Sender::new(image),

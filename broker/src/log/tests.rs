@@ -807,14 +807,19 @@ fn trying_an_append_never_waits_for_the_lock() {
     assert_eq!(shared.log_end(), Offset(3));
 }
 
-#[test]
-fn shared_log_flush_covers_every_append_before_it() {
-    let dir = tempfile::tempdir().unwrap();
+/// A shared log in `dir` whose appends are not flushed unless asked to.
+fn unflushed_shared_log(dir: &Path) -> SharedLog {
     let config = LogConfig {
         flush: FlushPolicy::Never,
         ..LogConfig::default()
     };
-    let shared = SharedLog::new(open(dir.path(), &config));
+    SharedLog::new(open(dir, &config))
+}
+
+#[test]
+fn shared_log_flush_covers_every_append_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = unflushed_shared_log(dir.path());
     let first = shared.append(&mut batch(1, 10, T0), now()).unwrap();
     let second = shared.append(&mut batch(1, 10, T0), now()).unwrap();
     assert_eq!(shared.flushed(), Offset(0));
@@ -867,11 +872,7 @@ fn concurrent_durable_appends_share_fsyncs_and_keep_offsets_dense() {
 #[test]
 fn the_flusher_role_is_held_by_one_caller_and_given_up_after_its_rounds() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        flush: FlushPolicy::Never,
-        ..LogConfig::default()
-    };
-    let shared = SharedLog::new(open(dir.path(), &config));
+    let shared = unflushed_shared_log(dir.path());
     let appended = shared.append(&mut batch(1, 10, T0), now()).unwrap();
     assert!(shared.claim_flusher());
     assert!(!shared.claim_flusher(), "one flusher at a time");
@@ -890,11 +891,7 @@ fn an_append_made_while_the_last_round_ends_gets_a_round_of_its_own() {
     // fixed, and its waiter finds the role still taken, so it leaves the fsync to the
     // flusher. The flusher must see it before it stops.
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        flush: FlushPolicy::Never,
-        ..LogConfig::default()
-    };
-    let shared = SharedLog::new(open(dir.path(), &config));
+    let shared = unflushed_shared_log(dir.path());
     shared.append(&mut batch(1, 10, T0), now()).unwrap();
     assert!(shared.claim_flusher());
     let mut late = None;
@@ -920,11 +917,7 @@ fn waiters_that_find_the_flusher_role_taken_are_covered_by_its_rounds() {
     // rounds if it can claim the flusher's role, and otherwise waits for the flushed offset
     // to move and tries again. Every waiter must be covered, within a bound.
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        flush: FlushPolicy::Never,
-        ..LogConfig::default()
-    };
-    let shared = std::sync::Arc::new(SharedLog::new(open(dir.path(), &config)));
+    let shared = std::sync::Arc::new(unflushed_shared_log(dir.path()));
     let threads = 8;
     let appends_each = 50;
     let handles: Vec<_> = (0..threads)

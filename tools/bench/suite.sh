@@ -192,30 +192,26 @@ for scenario in $SCENARIOS; do
         python3 tools/bench/fsync_floor.py "$DATA"
         ;;
     produce)
-        # acks=1 against the loopback measured just before it and against the mean of a
-        # page-cache write just before and just after it; acks=all against the acks=1 run
-        # just before it.
+        # acks=1 against the loopback measured just before it (with MEMORY=cold, also against
+        # the mean of a page-cache write just before and just after it); acks=all against the
+        # acks=1 run just before it.
         for run in $(seq "$REPEAT"); do
             echo "-- run $run of $REPEAT"
             loopback=$(loopback_mb_per_sec)
             echo "  loopback: $loopback MB/s"
-            if [ -n "$FILLED" ]; then
-                start_broker
-                bench produce --messages 2000000 --size 1024 --batch-bytes 1048576 --acks 1
-                one=$(last_mb_per_sec)
-                stop_broker
-                echo "  acks=1: $(ratio "$one" "$loopback" /tmp/mq-suite-produce)% of loopback"
-            else
+            if [ -z "$FILLED" ]; then
                 pagecache_dd
                 before=$PAGECACHE_MB
-                start_broker
-                bench produce --messages 2000000 --size 1024 --batch-bytes 1048576 --acks 1
-                one=$(last_mb_per_sec)
-                stop_broker
+            fi
+            start_broker
+            bench produce --messages 2000000 --size 1024 --batch-bytes 1048576 --acks 1
+            one=$(last_mb_per_sec)
+            stop_broker
+            echo "  acks=1: $(ratio "$one" "$loopback" /tmp/mq-suite-produce)% of loopback"
+            if [ -z "$FILLED" ]; then
                 pagecache_dd
                 pagecache=$(( (before + PAGECACHE_MB) / 2 ))
-                echo "  acks=1: $(ratio "$one" "$loopback" /tmp/mq-suite-produce)% of loopback," \
-                    "$(ratio "$one" "$pagecache" /tmp/mq-suite-produce-pc)% of the page-cache writes' mean ($pagecache MB/s)"
+                echo "  acks=1: $(ratio "$one" "$pagecache" /tmp/mq-suite-produce-pc)% of the page-cache writes' mean ($pagecache MB/s)"
             fi
             start_broker
             bench produce --messages 2000000 --size 1024 --batch-bytes 1048576 --acks all

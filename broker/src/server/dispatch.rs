@@ -890,56 +890,57 @@ async fn wait_durable(
     if acks != -1 || open.log.flush_policy() != FlushPolicy::Always {
         return Ok(());
     }
-    let timed_out = || {
-        (
-            ErrorCode::REQUEST_TIMED_OUT,
-            "the write was not durable within the request's timeout".to_string(),
-        )
-    };
-    let mut flushed = open.log.subscribe_flushed();
-    loop {
-        if *flushed.borrow_and_update() >= log_end {
-            return Ok(());
-        }
-        if open.log.claim_flusher() {
-            let flusher = Arc::clone(&open);
-            let mut rounds = rounds_tracker.spawn_blocking(move || flusher.log.flush_rounds());
-            // Answer as soon as this range is durable: the rounds go on for later appends,
-            // and this request's acknowledgement must not wait for them.
-            let covered_or_ended = async {
-                loop {
-                    tokio::select! {
-                        ended = &mut rounds => return Some(ended),
-                        changed = flushed.changed() => {
-                            if changed.is_err() || *flushed.borrow() >= log_end {
-                                return None;
-                            }
-                        }
+    let waited = tokio::time::timeout_at(deadline, async {
+        let mut flushed = open.log.subscribe_flushed();
+        // The fsync rounds this request started, if it claimed the log's flusher role. It
+        // answers as soon as its range is durable: the rounds may go on for later appends.
+        let mut rounds = None;
+        loop {
+            if *flushed.borrow_and_update() >= log_end {
+                return Ok(());
+            }
+            if rounds.is_none() && open.log.claim_flusher() {
+                let flusher = Arc::clone(&open);
+                rounds = Some(rounds_tracker.spawn_blocking(move || flusher.log.flush_rounds()));
+            }
+            let ended = match rounds.as_mut() {
+                Some(running) => tokio::select! {
+                    ended = running => Some(ended),
+                    changed = flushed.changed() => {
+                        changed.map_err(|_| log_closed())?;
+                        None
                     }
+                },
+                None => {
+                    flushed.changed().await.map_err(|_| log_closed())?;
+                    None
                 }
             };
-            match tokio::time::timeout_at(deadline, covered_or_ended).await {
-                Ok(None | Some(Ok(Ok(())))) => continue,
-                Ok(Some(Ok(Err(error)))) => {
-                    return Err((log_error_code(&error), error.to_string()))
+            if let Some(ended) = ended {
+                rounds = None;
+                match ended {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return Err((log_error_code(&error), error.to_string())),
+                    Err(error) => return Err((ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string())),
                 }
-                Ok(Some(Err(error))) => {
-                    return Err((ErrorCode::UNKNOWN_SERVER_ERROR, error.to_string()))
-                }
-                Err(_) => return Err(timed_out()),
             }
         }
-        match tokio::time::timeout_at(deadline, flushed.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                return Err((
-                    ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                    "the partition's log was closed".to_string(),
-                ))
-            }
-            Err(_) => return Err(timed_out()),
-        }
-    }
+    })
+    .await;
+    waited.unwrap_or_else(|_| {
+        Err((
+            ErrorCode::REQUEST_TIMED_OUT,
+            "the write was not durable within the request's timeout".to_string(),
+        ))
+    })
+}
+
+/// The error of a durability wait whose log was closed under it.
+fn log_closed() -> (ErrorCode, String) {
+    (
+        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+        "the partition's log was closed".to_string(),
+    )
 }
 
 /// One partition of a fetch, as resolved.
